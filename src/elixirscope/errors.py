@@ -19,6 +19,10 @@ class ETFEncodeError(ElixirScopeError, TypeError):
     """A Python value that has no Erlang term form."""
 
 
+class InvalidName(ElixirScopeError):
+    """A node, module, function or pid written in a form we cannot read."""
+
+
 class ConnectError(ElixirScopeError):
     """The node could not be reached or would not accept us."""
 
@@ -56,10 +60,14 @@ class RpcTimeout(ElixirScopeError, TimeoutError):
 
 
 class RemoteError(ElixirScopeError):
-    """A remote call raised. ``kind`` is ``error``, ``exit`` or ``throw``."""
+    """A remote call raised. ``kind`` is ``error``, ``exit`` or ``throw``.
 
-    def __init__(self, kind: str, reason: object, stacktrace: list[object], message: str) -> None:
+    ``str()`` gives one line; ``formatted`` gives the Elixir-style banner and stacktrace."""
+
+    def __init__(self, kind: str, reason: object, stacktrace: list[object], message: str,
+                 formatted: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.reason = reason
         self.stacktrace = stacktrace
+        self.formatted = formatted or message

@@ -1,0 +1,3 @@
+from elixirscope.cli.app import main
+
+main()

@@ -1,0 +1,58 @@
+"""Module names and pids as people write them, turned into terms.
+
+Elixir modules are atoms with an ``Elixir.`` prefix: ``MyApp.Worker`` is the atom
+``:"Elixir.MyApp.Worker"``. Erlang modules are plain atoms: ``:lists`` or ``lists``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from elixirscope.errors import InvalidName
+from elixirscope.etf import Atom, Pid
+
+_ELIXIR_ALIAS = re.compile(r"^(Elixir\.)?[A-Z][A-Za-z0-9_]*(\.[A-Z][A-Za-z0-9_]*)*$")
+_PID_TEXT = re.compile(r"^\s*(?:#PID)?<(\d+)\.(\d+)\.(\d+)>\s*$")
+
+
+def module_atom(name: str | Atom) -> Atom:
+    """``"MyApp.Worker"`` -> ``Elixir.MyApp.Worker``; ``":lists"`` or ``"lists"`` -> ``lists``."""
+    if isinstance(name, Atom):
+        return name
+    text = name.strip()
+    if not text:
+        raise InvalidName("a module name cannot be empty")
+    if text.startswith(":"):
+        return Atom(text[1:].strip('"'))
+    if _ELIXIR_ALIAS.match(text):
+        return Atom(text if text.startswith("Elixir.") else f"Elixir.{text}")
+    return Atom(text)
+
+
+def module_display(module: str) -> str:
+    """How Elixir writes a module: ``MyApp.Worker`` or ``:lists``."""
+    if module.startswith("Elixir."):
+        return module[len("Elixir."):]
+    return f":{module}"
+
+
+def function_atom(name: str | Atom) -> Atom:
+    if isinstance(name, Atom):
+        return name
+    text = name.strip().removeprefix(":")
+    if not text:
+        raise InvalidName("a function name cannot be empty")
+    return Atom(text)
+
+
+def parse_pid_text(text: str) -> tuple[int, int, int] | None:
+    """``(0, 123, 0)`` from ``#PID<0.123.0>`` or ``<0.123.0>``; ``None`` for anything else."""
+    match = _PID_TEXT.match(text)
+    if not match:
+        return None
+    a, b, c = (int(group) for group in match.groups())
+    return a, b, c
+
+
+def pid_display(pid: Pid) -> str:
+    return f"#PID<0.{pid.id}.{pid.serial}>"

@@ -1,0 +1,1 @@
+"""The ``elixirscope`` command."""

@@ -1,0 +1,1 @@
+"""The Erlang distribution protocol: EPMD, the handshake, and a hidden-node connection."""

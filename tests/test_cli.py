@@ -1,0 +1,117 @@
+"""The ``elixirscope`` command as a user runs it: a real process against real nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from elixirscope.sample_nodes import BeamNode
+
+pytestmark = pytest.mark.node
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "ERLANG_COOKIE"}
+    return subprocess.run(
+        [sys.executable, "-m", "elixirscope", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
+    )
+
+
+def one_sentence_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_nodes_lists_what_epmd_knows(erl_node: BeamNode) -> None:
+    table = run("nodes")
+    assert table.returncode == 0 and erl_node.name in table.stdout
+    rows = [json.loads(line) for line in run("nodes", "--json").stdout.splitlines()]
+    assert {"node": erl_node.name, "name": erl_node.short_name} in [
+        {"node": row["node"], "name": row["name"]} for row in rows]
+
+
+def test_ps_shows_the_live_process_table(erl_node: BeamNode) -> None:
+    result = run("ps", erl_node.name, "--cookie", erl_node.cookie, "--sort", "memory",
+                 "--limit", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 5
+    assert [row["memory"] for row in rows] == sorted((row["memory"] for row in rows),
+                                                     reverse=True)
+    assert set(rows[0]) == {"pid", "name", "current_function", "initial_call", "mailbox",
+                            "memory", "reductions"}
+    table = run("ps", erl_node.name, "--cookie", erl_node.cookie, "--limit", "0")
+    assert table.returncode == 0
+    assert ":code_server" in table.stdout and "#PID<0." in table.stdout
+
+
+def test_eval_elixir_prints_elixir_style_and_output_goes_to_stderr(
+        elixir_node: BeamNode) -> None:
+    result = run("eval", elixir_node.name, "--cookie", elixir_node.cookie,
+                 'IO.puts("side effect"); %{sum: Enum.sum([1, 2, 3]), list: ~c"ab", s: "é"}')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '%{list: \'ab\', s: "é", sum: 6}'
+    assert "side effect" in result.stderr
+    as_json = run("eval", elixir_node.name, "--cookie", elixir_node.cookie, "--json",
+                  "{:ok, [1, nil, :atom, \"text\"]}")
+    assert json.loads(as_json.stdout) == {"result": ["ok", [1, None, "atom", "text"]],
+                                          "inspect": '{:ok, [1, nil, :atom, "text"]}'}
+
+
+def test_eval_erlang(erl_node: BeamNode) -> None:
+    result = run("eval", erl_node.name, "--cookie", erl_node.cookie, "--erlang",
+                 "X = lists:seq(1, 3), {X, self() =/= undefined}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{[1, 2, 3], true}"
+    syntax = run("eval", erl_node.name, "--cookie", erl_node.cookie, "--erlang", "1 +")
+    assert "cannot parse the expression" in one_sentence_error(syntax)
+
+
+def test_eval_on_a_node_without_elixir_suggests_erlang(erl_node: BeamNode) -> None:
+    result = run("eval", erl_node.name, "--cookie", erl_node.cookie, "1 + 1")
+    assert "use --erlang" in one_sentence_error(result)
+
+
+def test_eval_that_raises_prints_the_exception_elixir_style(elixir_node: BeamNode) -> None:
+    result = run("eval", elixir_node.name, "--cookie", elixir_node.cookie,
+                 "Map.fetch!(%{}, :missing)")
+    assert result.returncode == 1
+    assert "** (KeyError) key :missing not found in: %{}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_cookie_is_one_sentence_and_never_shows_a_cookie(erl_node: BeamNode) -> None:
+    result = run("ps", erl_node.name, "--cookie", "wrong-cookie-123")
+    line = one_sentence_error(result)
+    assert "rejected our cookie" in line
+    assert "wrong-cookie-123" not in result.stderr + result.stdout
+    debug = run("ps", erl_node.name, "--cookie", "wrong-cookie-123", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "wrong-cookie-123" not in debug.stderr.replace("'--cookie', 'wrong-cookie-123'", "")
+    assert erl_node.cookie not in debug.stderr + debug.stdout
+
+
+def test_unknown_node_and_usage_errors(erl_node: BeamNode) -> None:
+    missing = run("ps", f"nobody@{erl_node.host}", "--cookie", erl_node.cookie)
+    assert erl_node.short_name in one_sentence_error(missing)
+    usage = run("ps")
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr
+    assert run("ps", erl_node.name, "--sort", "size").returncode == 2
+    assert run("--help").returncode == 0
+    assert run("no-such-command").returncode == 2
+
+
+def test_demo_runs_the_bank_app_and_shows_its_processes() -> None:
+    result = run("demo", "--duration", "2", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Bank.Workload" in result.stdout and "Bank.Account" in result.stdout
+    assert "workload: %{" in result.stdout
