@@ -68,7 +68,7 @@ def test_remote_exceptions_keep_class_reason_and_stacktrace(node: elixirscope.No
     with pytest.raises(RemoteError) as error:
         node.rpc("erlang", "exit", [(Atom("shutdown"), 1)])
     assert error.value.kind == "exit" and error.value.reason == (Atom("shutdown"), 1)
-    assert "** (exit) {:shutdown, 1}" in str(error.value)
+    assert "** (exit) shutdown: 1" in str(error.value)
 
     with pytest.raises(RemoteError) as error:
         node.rpc("erlang", "throw", [Atom("oops")])

@@ -95,7 +95,7 @@ class ClientHandshake:
             message = bytes(self._buffer[2 : 2 + length])
             del self._buffer[: 2 + length]
             out += self._handle(message)
-        if self.state is State.DONE:
+        if self.done:
             self.leftover = bytes(self._buffer)
             self._buffer.clear()
         return bytes(out)
