@@ -121,7 +121,9 @@ def _encode(term: Any, out: bytearray) -> None:
         _node(term.node, out)
         out += _fields(f">{len(ids) + 1}I", term, term.creation, *ids)
     elif t is Port:
-        if 0 <= term.id <= 0xFFFFFFFF:
+        # NEW_PORT_EXT carries 28 significant bits of port number; the VM writes
+        # anything larger as V4_PORT_EXT.
+        if 0 <= term.id < 1 << 28:
             out.append(tags.NEW_PORT)
             _node(term.node, out)
             out += _fields(">II", term, term.id, term.creation)
