@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_etf_properties import canonical, containers, hashable_leaves
 
 import elixirscope
 from elixirscope.etf import Atom, encode
 from elixirscope.sample_nodes import BeamNode
+from test_etf_properties import canonical, containers, hashable_leaves
 
 pytestmark = pytest.mark.node
 

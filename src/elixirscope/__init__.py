@@ -13,21 +13,42 @@ from elixirscope.errors import (
     RemoteError,
     RpcTimeout,
 )
-
-__version__ = "0.1.0"
+from elixirscope.tracing.events import TraceEvent
+from elixirscope.tracing.limits import Limits
+from elixirscope.tracing.scope import (
+    AsyncScope,
+    Capabilities,
+    Scope,
+    TraceError,
+    TraceInfo,
+    TraceStopped,
+    attach,
+    attach_async,
+)
+from elixirscope.version import __version__
 
 __all__ = [
     "AsyncNode",
+    "AsyncScope",
     "AuthenticationFailed",
+    "Capabilities",
     "ConnectError",
     "ConnectionLost",
     "ElixirScopeError",
     "HostUnreachable",
+    "Limits",
     "Node",
     "NodeNotFound",
     "RemoteError",
     "RpcTimeout",
+    "Scope",
+    "TraceError",
+    "TraceEvent",
+    "TraceInfo",
+    "TraceStopped",
     "__version__",
+    "attach",
+    "attach_async",
     "connect",
     "inspect",
 ]

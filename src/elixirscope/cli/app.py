@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from elixirscope import __version__
 from elixirscope.cli import demo_command, node_commands, output
 from elixirscope.errors import ElixirScopeError
+from elixirscope.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

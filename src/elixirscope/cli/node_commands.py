@@ -80,8 +80,8 @@ def eval_(node: str, cookie: str | None, name: str | None, expression: str, erla
     evaluate = eval_erlang if erlang else eval_elixir
     with connect(node, cookie, own_name=name) as conn:
         try:
-            value = evaluate(conn, expression, timeout=timeout,
-                             output=lambda text: output.err.out(text, end=""))
+            value = conn.run(evaluate(conn.anode, expression, timeout=timeout,
+                                      output=lambda text: output.err.out(text, end="")))
         except RemoteError as exc:
             output.err.out(exc.formatted)
             raise click.exceptions.Exit(1) from None

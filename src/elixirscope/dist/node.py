@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from elixirscope.dist.async_node import (
     DEFAULT_RPC_TIMEOUT,
@@ -16,6 +16,8 @@ from elixirscope.dist.async_node import (
 from elixirscope.dist.cookie import Cookie
 from elixirscope.etf import Atom, Pid
 from elixirscope.loop_thread import LoopThread
+
+T = TypeVar("T")
 
 # Margin on top of a call's own timeout before the waiting thread gives up on the loop.
 _GRACE = 5.0
@@ -31,7 +33,7 @@ class SyncMailbox:
 
     def receive(self, timeout: float | None = None) -> Any:
         wait = None if timeout is None else timeout + _GRACE
-        return self._node._run(self.box.receive(timeout), wait)
+        return self._node.run(self.box.receive(timeout), wait)
 
     def close(self) -> None:
         self._node._loop.loop.call_soon_threadsafe(self.box.close)
@@ -46,7 +48,7 @@ class SyncMonitor:
     def wait(self, timeout: float | None = None) -> Any:
         """The process's exit reason, once it is down."""
         wait = None if timeout is None else timeout + _GRACE
-        return self._node._run(self.monitor.wait(timeout), wait)
+        return self._node.run(self.monitor.wait(timeout), wait)
 
 
 class Node:
@@ -69,8 +71,10 @@ class Node:
     def connected(self) -> bool:
         return not self.anode.closed.done()
 
-    def _run(self, coroutine: Any, timeout: float | None) -> Any:
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Runs a coroutine that uses ``self.anode`` on the connection's loop."""
         return self._loop.run(coroutine, timeout)
+
 
     def rpc(
         self,
@@ -83,34 +87,34 @@ class Node:
     ) -> Any:
         """``module.function(*args)`` on the node (see ``AsyncNode.rpc``)."""
         coroutine = self.anode.rpc(module, function, args, timeout=timeout, output=output)
-        return self._run(coroutine, timeout + _GRACE)
+        return self.run(coroutine, timeout + _GRACE)
 
     def send(self, to: Pid | str | Atom, message: Any) -> None:
-        self._run(self.anode.send(to, message), _GRACE)
+        self.run(self.anode.send(to, message), _GRACE)
 
     def mailbox(self, name: str | None = None) -> SyncMailbox:
         async def make() -> Mailbox:
             return self.anode.mailbox(name)
 
-        return SyncMailbox(self, self._run(make(), _GRACE))
+        return SyncMailbox(self, self.run(make(), _GRACE))
 
     def monitor(self, target: Pid | str | Atom, box: SyncMailbox | None = None) -> SyncMonitor:
-        monitor = self._run(self.anode.monitor(target, box.box if box else None), _GRACE)
+        monitor = self.run(self.anode.monitor(target, box.box if box else None), _GRACE)
         return SyncMonitor(self, monitor)
 
     def demonitor(self, monitor: SyncMonitor) -> None:
-        self._run(self.anode.demonitor(monitor.monitor), _GRACE)
+        self.run(self.anode.demonitor(monitor.monitor), _GRACE)
 
     def link(self, box: SyncMailbox, pid: Pid) -> None:
-        self._run(self.anode.link(box.box, pid), _GRACE)
+        self.run(self.anode.link(box.box, pid), _GRACE)
 
     def unlink(self, box: SyncMailbox, pid: Pid) -> None:
-        self._run(self.anode.unlink(box.box, pid), _GRACE)
+        self.run(self.anode.unlink(box.box, pid), _GRACE)
 
     def close(self) -> None:
         if self._loop.loop.is_closed():
             return
-        self._run(self.anode.close(), _GRACE)
+        self.run(self.anode.close(), _GRACE)
 
     def __enter__(self) -> Node:
         return self

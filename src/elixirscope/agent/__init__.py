@@ -1,0 +1,1 @@
+"""The agent ElixirScope compiles on a traced node (``elixirscope_agent.erl``)."""

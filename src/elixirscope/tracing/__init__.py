@@ -1,0 +1,1 @@
+"""Runtime tracing of a live node through the agent: ``elixirscope.attach``."""

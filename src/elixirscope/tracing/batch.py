@@ -1,0 +1,92 @@
+"""Agent batches into events, without per-event term parsing.
+
+A batch is ``{es_batch, Seq, NewPids, NewMfas, Stats, Records}``. ``Records`` is a
+binary of fixed 30-byte headers, each followed by its payload::
+
+    kind:8 flags:8 pid:32 timestamp:64/signed mfa:32 other:32 original_size:32 len:32
+
+Pids and MFAs travel as indexes into tables the agent extends in each batch, so
+only the first mention of a process or function costs an ETF term.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from elixirscope.errors import ProtocolError
+from elixirscope.etf import Atom, Pid
+from elixirscope.tracing.events import KINDS, OTHER_IS_CALLER, Mfa, TraceEvent
+
+HEADER = struct.Struct(">BBIqIIII")
+BATCH = Atom("es_batch")
+
+
+@dataclass(slots=True)
+class AgentStats:
+    """The agent's counters as of the latest batch."""
+
+    received: int = 0
+    kept: int = 0
+    dropped: int = 0
+    sampled_out: int = 0
+    adaptive_rate: float = 1.0
+
+
+@dataclass
+class BatchDecoder:
+    """Decodes one session's batches; keeps its pid and MFA tables and the sequence."""
+
+    node: str
+    offset_ns: int = 0
+    pids: dict[int, Pid] = field(default_factory=dict)
+    mfas: dict[int, Mfa] = field(default_factory=dict)
+    next_seq: int = 1
+    lost_batches: int = 0
+    stats: AgentStats = field(default_factory=AgentStats)
+
+    def decode(self, batch: Any) -> list[TraceEvent]:
+        if not (isinstance(batch, tuple) and len(batch) == 6 and batch[0] == BATCH
+                and isinstance(batch[5], bytes)):
+            raise ProtocolError("the agent sent a batch of the wrong shape")
+        _, seq, new_pids, new_mfas, stats, records = batch
+        if seq != self.next_seq:
+            self.lost_batches += seq - self.next_seq
+        self.next_seq = seq + 1
+        for index, pid in new_pids:
+            self.pids[index] = pid
+        for index, mfa in new_mfas:
+            self.mfas[index] = mfa
+        received, kept, dropped, sampled_out, adaptive = stats
+        self.stats = AgentStats(received, kept, dropped, sampled_out, float(adaptive))
+        return self._records(records)
+
+    def _records(self, data: bytes) -> list[TraceEvent]:
+        events: list[TraceEvent] = []
+        append = events.append
+        unpack = HEADER.unpack_from
+        header_size = HEADER.size
+        pids, mfas, kinds = self.pids, self.mfas, KINDS
+        node, offset_ns = self.node, self.offset_ns
+        position, end = 0, len(data)
+        try:
+            while position < end:
+                kind, flags, pid, timestamp, mfa, other, original, length = unpack(data, position)
+                start = position + header_size
+                position = start + length
+                other_value: Pid | Mfa | None
+                if not other:
+                    other_value = None
+                elif flags & OTHER_IS_CALLER:
+                    other_value = mfas.get(other)
+                else:
+                    other_value = pids.get(other)
+                append(TraceEvent(kinds.get(kind, f"kind{kind}"), node, pids[pid], timestamp,
+                                  mfas.get(mfa) if mfa else None, other_value,
+                                  data[start:position], flags, original, offset_ns))
+        except (struct.error, KeyError) as exc:
+            raise ProtocolError(f"a garbled record in an agent batch ({exc})") from None
+        if position != end:
+            raise ProtocolError("an agent batch ends inside a record")
+        return events

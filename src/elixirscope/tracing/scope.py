@@ -1,0 +1,463 @@
+"""Attaching to a node and tracing it at run time: ``AsyncScope`` and its sync face ``Scope``.
+
+Every call is a request to the agent's relay on the node; the relay applies patterns
+and flags, enforces the limits and streams batches back to a mailbox of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from elixirscope.agent.loader import ensure_agent
+from elixirscope.beam_names import function_atom, module_atom, module_display, parse_pid_text
+from elixirscope.dist.async_node import AsyncNode, Mailbox
+from elixirscope.dist.cookie import Cookie
+from elixirscope.dist.node import Node, connect
+from elixirscope.elixir_format import inspect
+from elixirscope.errors import ElixirScopeError
+from elixirscope.etf import Atom, Pid
+from elixirscope.tracing.batch import BATCH, AgentStats, BatchDecoder
+from elixirscope.tracing.events import TraceEvent
+from elixirscope.tracing.limits import Limits
+
+Level = Literal["basic", "detailed", "full"]
+CAPTURES = ("args", "returns", "exceptions", "caller")
+INCLUDES = ("messages", "calls", "lifecycle")
+STOPPED = Atom("es_stopped")
+OK = Atom("ok")
+ERROR = Atom("error")
+_QUEUE_BATCHES = 4096
+
+
+class TraceError(ElixirScopeError):
+    """A trace could not start: unknown module, function or process, or another tracer."""
+
+
+class TraceStopped(ElixirScopeError):
+    """The agent's circuit breaker removed all tracing; ``reason`` names the limit."""
+
+    def __init__(self, reason: str, counters: dict[str, Any]) -> None:
+        super().__init__(f"tracing stopped by the {reason} limit "
+                         f"after {counters.get('kept', 0)} events")
+        self.reason = reason
+        self.counters = counters
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    otp_release: str
+    erts_version: str
+    elixir_version: str | None
+    os_mon: bool
+    trace_sessions: bool
+    runtime_tools: bool
+    schedulers: int
+    degraded: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    ref: int
+    kind: str
+    target: str
+    options: dict[str, Any]
+    status: str
+    started_at_ms: int
+    captured: int
+    dropped: int
+    sampled_out: int
+
+
+class AsyncScope:
+    """A tracing session on one node."""
+
+    def __init__(self, node: AsyncNode, module: Atom, relay: Pid, inbox: Mailbox,
+                 capabilities: Capabilities, offset_ns: int, *, owns_node: bool) -> None:
+        self.node = node
+        self.module = module
+        self.relay = relay
+        self.capabilities = capabilities
+        self.stopped: TraceStopped | None = None
+        self.python_dropped = 0
+        self._inbox = inbox
+        self._owns_node = owns_node
+        self._decoder = BatchDecoder(node.name, offset_ns)
+        self._batches: asyncio.Queue[Any] = asyncio.Queue(_QUEUE_BATCHES)
+        self._refs = iter(range(1, 1 << 62))
+        self._pump = asyncio.create_task(self._receive_batches())
+        self._closed = False
+
+    @classmethod
+    async def attach(cls, node: str | AsyncNode, cookie: str | Cookie | None = None,
+                     **limits: float | None) -> AsyncScope:
+        """Connects (unless given a connection), loads the agent and starts its relay."""
+        owns = not isinstance(node, AsyncNode)
+        anode = await AsyncNode.connect(node, cookie) if isinstance(node, str) else node
+        try:
+            module = await ensure_agent(anode)
+            inbox = anode.mailbox()
+            options = {Atom("limits"): Limits(**limits).to_term()}
+            reply = await anode.rpc(module, "start", [inbox.pid, options], timeout=30.0)
+            if not (isinstance(reply, tuple) and reply[0] == OK):
+                raise ElixirScopeError(f"the agent did not start on {anode.name}: "
+                                       f"{inspect(reply)}")
+            _, relay, info = reply
+            capabilities = _capabilities(info, limits)
+            offset = int(info[Atom("time_offset_ns")])
+            return cls(anode, module, relay, inbox, capabilities, offset, owns_node=owns)
+        except BaseException:
+            if owns:
+                await anode.close()
+            raise
+
+    # --- tracing --------------------------------------------------------------------
+
+    async def trace(self, module: str | Atom, level: Level = "basic", *,
+                    only: Iterable[str | tuple[str, int]] | None = None,
+                    exclude: Iterable[str | tuple[str, int]] = (),
+                    sample_rate: float = 1.0, force: bool = False) -> int:
+        """Traces calls of a module's functions: ``basic`` calls with arguments,
+        ``detailed`` also returns and exceptions, ``full`` also local functions and
+        the caller."""
+        if level not in ("basic", "detailed", "full"):
+            raise ValueError("level is basic, detailed or full")
+        spec = {
+            "kind": Atom("module"), "module": module_atom(module), "level": Atom(level),
+            "only": Atom("all") if only is None else _function_specs(only),
+            "exclude": _function_specs(exclude), "rate": _rate(sample_rate), "force": force,
+        }
+        return await self._start(spec)
+
+    async def trace_function(self, module: str | Atom, function: str | Atom,
+                             arity: int | Literal["_"] = "_", *,
+                             capture: Sequence[str] = CAPTURES, match: Any = None,
+                             sample_rate: float = 1.0, force: bool = False) -> int:
+        """Traces one function (all arities with ``"_"``); ``match`` takes a raw match
+        specification in place of the one ``capture`` describes."""
+        unknown = set(capture) - set(CAPTURES)
+        if unknown:
+            raise ValueError(f"capture takes {', '.join(CAPTURES)}, not {', '.join(unknown)}")
+        spec = {
+            "kind": Atom("function"), "module": module_atom(module),
+            "function": function_atom(function),
+            "arity": Atom("_") if arity == "_" else int(arity),
+            "capture": [Atom(item) for item in capture],
+            "match": Atom("undefined") if match is None else match,
+            "rate": _rate(sample_rate), "force": force,
+        }
+        return await self._start(spec)
+
+    async def trace_process(self, target: Pid | str, *, include: Sequence[str] = INCLUDES,
+                            include_children: bool = False, duration: float | None = None,
+                            sample_rate: float = 1.0, force: bool = False) -> int:
+        """Traces one process (a pid, ``#PID<0.1.0>``, ``<0.1.0>`` or a registered
+        name): its messages, its calls, its lifecycle; with ``include_children`` the
+        processes it spawns too, each kept with probability ``sample_rate``."""
+        unknown = set(include) - set(INCLUDES)
+        if unknown:
+            raise ValueError(f"include takes {', '.join(INCLUDES)}, not {', '.join(unknown)}")
+        spec: dict[str, Any] = {
+            "kind": Atom("process"), "target": _process(target),
+            "include": [Atom(item) for item in include], "children": include_children,
+            "rate": _rate(sample_rate), "force": force,
+        }
+        if duration is not None:
+            spec["duration_ms"] = max(1, round(duration * 1000))
+        return await self._start(spec)
+
+    async def stop_trace(self, ref: int) -> TraceInfo:
+        """Removes what this trace added; what other traces still need stays."""
+        reply = await self._request((Atom("stop_trace"), ref))
+        if reply == (ERROR, Atom("unknown_trace")):
+            raise TraceError(f"there is no trace {ref} on {self.node.name}")
+        return _trace_info(reply[1])
+
+    async def list_traces(self) -> list[TraceInfo]:
+        return sorted((_trace_info(item) for item in await self._request(Atom("list_traces"))),
+                      key=lambda info: info.ref)
+
+    async def set_limits(self, **limits: float | None) -> Limits:
+        reply = await self._request((Atom("set_limits"), Limits(**limits).to_term()))
+        return Limits.from_term(reply[1])
+
+    async def limits(self) -> Limits:
+        return Limits.from_term((await self.status())[Atom("limits")])
+
+    async def status(self) -> dict[Any, Any]:
+        result = await self._request(Atom("status"))
+        assert isinstance(result, dict)
+        return result
+
+    async def emergency_stop(self) -> list[TraceInfo]:
+        """Removes every pattern and flag at once; returns the traces it stopped."""
+        reply = await self._request(Atom("emergency_stop"))
+        return [_trace_info(item) for item in reply[1]]
+
+    async def flush(self) -> None:
+        """Asks the agent to send what it has buffered now."""
+        await self._request(Atom("flush"))
+
+    async def _start(self, spec: dict[str, Any]) -> int:
+        ref = next(self._refs)
+        request = (Atom("trace"), ref, {Atom(key): value for key, value in spec.items()})
+        reply = await self._request(request)
+        if reply != OK:
+            raise _trace_error(reply, self.node.name)
+        return ref
+
+    async def _request(self, request: Any) -> Any:
+        return await self.node.rpc(self.module, "request", [self.relay, request], timeout=30.0)
+
+    # --- events ---------------------------------------------------------------------
+
+    async def _receive_batches(self) -> None:
+        with contextlib.suppress(ElixirScopeError):
+            while True:
+                message = await self._inbox.receive()
+                if isinstance(message, tuple) and message and message[0] == STOPPED:
+                    counters = {str(k): v for k, v in message[2].items()}
+                    self.stopped = TraceStopped(str(message[1]), counters)
+                    await self._batches.put(self.stopped)
+                elif isinstance(message, tuple) and message and message[0] == BATCH:
+                    try:
+                        self._batches.put_nowait(message)
+                    except asyncio.QueueFull:
+                        self.python_dropped += len(message[5]) and 1
+        await self._batches.put(None)
+
+    async def events(self, timeout: float | None = None) -> AsyncIterator[TraceEvent]:
+        """The events as they arrive. Ends after ``timeout`` seconds without a batch,
+        or when the session ends; raises ``TraceStopped`` where the breaker tripped."""
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    item = await self._batches.get()
+            except TimeoutError:
+                return
+            if item is None:
+                await self._batches.put(None)
+                return
+            if isinstance(item, TraceStopped):
+                raise item
+            for event in self._decoder.decode(item):
+                yield event
+
+    @property
+    def stats(self) -> AgentStats:
+        return self._decoder.stats
+
+    @property
+    def lost_batches(self) -> int:
+        """Batches the sequence numbers say never arrived."""
+        return self._decoder.lost_batches
+
+    # --- ending ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stops all tracing, lets the agent unload itself, and disconnects if the
+        scope made the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.node.closed.done():
+            with contextlib.suppress(ElixirScopeError):
+                await self._request(Atom("shutdown"))
+        self._inbox.close()
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+        if self._owns_node:
+            await self.node.close()
+
+    async def __aenter__(self) -> AsyncScope:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.close()
+
+
+class Scope:
+    """``AsyncScope`` for synchronous code (the methods block until the agent answers)."""
+
+    def __init__(self, node: Node, scope: AsyncScope, *, owns_node: bool) -> None:
+        self.node = node
+        self.ascope = scope
+        self._owns_node = owns_node
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.ascope.capabilities
+
+    @property
+    def stopped(self) -> TraceStopped | None:
+        return self.ascope.stopped
+
+    def trace(self, module: str | Atom, level: Level = "basic", **options: Any) -> int:
+        return self.node.run(self.ascope.trace(module, level, **options))
+
+    def trace_function(self, module: str | Atom, function: str | Atom,
+                       arity: int | Literal["_"] = "_", **options: Any) -> int:
+        return self.node.run(self.ascope.trace_function(module, function, arity, **options))
+
+    def trace_process(self, target: Pid | str, **options: Any) -> int:
+        return self.node.run(self.ascope.trace_process(target, **options))
+
+    def stop_trace(self, ref: int) -> TraceInfo:
+        return self.node.run(self.ascope.stop_trace(ref))
+
+    def list_traces(self) -> list[TraceInfo]:
+        return self.node.run(self.ascope.list_traces())
+
+    def set_limits(self, **limits: float | None) -> Limits:
+        return self.node.run(self.ascope.set_limits(**limits))
+
+    def limits(self) -> Limits:
+        return self.node.run(self.ascope.limits())
+
+    def emergency_stop(self) -> list[TraceInfo]:
+        return self.node.run(self.ascope.emergency_stop())
+
+    def flush(self) -> None:
+        self.node.run(self.ascope.flush())
+
+    def events(self, timeout: float | None = 1.0) -> Iterator[TraceEvent]:
+        """Events as they arrive, until ``timeout`` seconds pass without any."""
+        iterator = self.ascope.events(timeout).__aiter__()
+
+        async def next_event() -> TraceEvent:
+            return await iterator.__anext__()
+
+        while True:
+            try:
+                yield self.node.run(next_event())
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:
+        self.node.run(self.ascope.close())
+        if self._owns_node:
+            self.node.close()
+
+    def __enter__(self) -> Scope:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+def attach(node: str | Node, cookie: str | Cookie | None = None,
+           **limits: float | None) -> Scope:
+    """Attaches to a node: loads the agent and returns a ``Scope`` (a context manager)."""
+    owns = isinstance(node, str)
+    conn = connect(node, cookie) if isinstance(node, str) else node
+    try:
+        scope = conn.run(AsyncScope.attach(conn.anode, None, **limits))
+    except BaseException:
+        if owns:
+            conn.close()
+        raise
+    return Scope(conn, scope, owns_node=owns)
+
+
+async def attach_async(node: str | AsyncNode, cookie: str | Cookie | None = None,
+                       **limits: float | None) -> AsyncScope:
+    return await AsyncScope.attach(node, cookie, **limits)
+
+
+# --- conversions ----------------------------------------------------------------------
+
+def _rate(sample_rate: float) -> float:
+    if not 0.0 < sample_rate <= 1.0:
+        raise ValueError("sample_rate is above 0 and at most 1")
+    return float(sample_rate)
+
+
+def _function_specs(specs: Iterable[str | tuple[str, int]]) -> list[Any]:
+    return [(function_atom(spec[0]), int(spec[1])) if isinstance(spec, tuple)
+            else function_atom(spec) for spec in specs]
+
+
+def _process(target: Pid | str) -> Any:
+    if isinstance(target, Pid):
+        return target
+    numbers = parse_pid_text(target)
+    if numbers is not None:
+        return numbers
+    return module_atom(target)
+
+
+def _capabilities(info: dict[Any, Any], limits: dict[str, Any]) -> Capabilities:
+    def get(key: str) -> Any:
+        return info.get(Atom(key))
+
+    elixir = get("elixir_version")
+    degraded = []
+    if not get("os_mon"):
+        degraded.append("max_cpu_percent is unavailable: os_mon is not running on the node")
+    if not get("trace_sessions"):
+        degraded.append("no trace sessions (OTP 27+): tracing uses the node-wide session, "
+                        "so ElixirScope refuses to start where another tracer is active "
+                        "unless force=True")
+    if not get("runtime_tools"):
+        degraded.append("runtime_tools is missing: dbg-based conflict checks are skipped")
+    if limits.get("max_cpu_percent") is not None and not get("os_mon"):
+        degraded.append("the max_cpu_percent limit you set will not be enforced")
+    return Capabilities(
+        otp_release=get("otp_release").decode(), erts_version=get("erts_version").decode(),
+        elixir_version=elixir.decode() if isinstance(elixir, bytes) else None,
+        os_mon=bool(get("os_mon")), trace_sessions=bool(get("trace_sessions")),
+        runtime_tools=bool(get("runtime_tools")), schedulers=int(get("schedulers")),
+        degraded=degraded)
+
+
+def _trace_info(item: dict[Any, Any]) -> TraceInfo:
+    fields = {str(key): value for key, value in item.items()}
+    kind = str(fields["kind"])
+    if kind == "module":
+        target = module_display(fields["module"])
+    elif kind == "function":
+        target = (f"{module_display(fields['module'])}.{fields['function']}/"
+                  f"{fields['arity']}")
+    else:
+        target = inspect(fields.get("pid"))
+    status = fields.get("status")
+    options = {key: value for key, value in fields.items()
+               if key not in ("ref", "kind", "module", "function", "arity", "pid", "status",
+                              "started_at", "captured", "dropped", "sampled_out")}
+    return TraceInfo(
+        ref=int(fields["ref"]), kind=kind, target=target, options=options,
+        status=inspect(status).lstrip(":") if status is not None else "unknown",
+        started_at_ms=int(fields.get("started_at", 0)),
+        captured=int(fields.get("captured", 0)), dropped=int(fields.get("dropped", 0)),
+        sampled_out=int(fields.get("sampled_out", 0)))
+
+
+def _trace_error(reply: Any, node: str) -> ElixirScopeError:
+    if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == ERROR:
+        reason = reply[1]
+        if isinstance(reason, tuple) and reason:
+            tag = str(reason[0])
+            if tag == "unknown_module":
+                return TraceError(f"module {module_display(reason[1])} is not loaded on "
+                                  f"{node} and could not be loaded")
+            if tag == "unknown_function":
+                _, module, function, arity = reason
+                return TraceError(f"{module_display(module)}.{function}/{arity} does not "
+                                  f"exist on {node}")
+            if tag == "no_process":
+                return TraceError(f"no process {inspect(reason[1])} on {node}")
+            if tag == "traced_by_others":
+                who = "; ".join(item.decode() for item in reason[1])
+                return TraceError(f"{node} is already traced by {who}; pass force=True to "
+                                  "trace anyway")
+            if tag == "tripped":
+                return TraceStopped(str(reason[1]), {})
+        return TraceError(f"the agent on {node} refused the trace: {inspect(reason)}")
+    return TraceError(f"the agent on {node} answered {inspect(reply)}")

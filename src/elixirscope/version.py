@@ -1,0 +1,3 @@
+"""The ElixirScope release."""
+
+__version__ = "0.1.0"
