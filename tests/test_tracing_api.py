@@ -11,7 +11,7 @@ import elixirscope
 from elixirscope.etf import Atom, Pid
 from elixirscope.sample_nodes import BeamNode, start_bare
 from tracing_support import (
-    AGENT,
+    ALL_MFAS,
     clean_state,
     collect,
     compile_fixture,
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.node
 ADD = ("es_traced", "add", 2)
 HELPER = ("es_traced", "helper", 1)
 FAIL = ("es_traced", "fail", 1)
-ALL_MFAS = [ADD, HELPER, FAIL, ("es_traced", "big", 1), ("es_traced", "countdown", 1)]
+
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,9 @@ def scope(node: elixirscope.Node) -> Iterator[elixirscope.Scope]:
 
 def test_attach_loads_a_versioned_agent_and_reports_capabilities(
         node: elixirscope.Node, scope: elixirscope.Scope) -> None:
-    assert node.rpc("code", "is_loaded", [AGENT]) is not False
+    module = str(scope.ascope.module)
+    assert module.startswith(f"elixirscope_agent_{elixirscope.__version__.replace('.', '_')}_")
+    assert node.rpc("code", "is_loaded", [scope.ascope.module]) is not False
     caps = scope.capabilities
     assert caps.otp_release == "25" and caps.elixir_version is None
     assert caps.os_mon is False and caps.trace_sessions is False
@@ -155,6 +157,22 @@ def test_process_messages_and_lifecycle(node: elixirscope.Node,
     assert send.value == (Atom("echo"), b"hi") and send.peer == box.pid
     assert values(events, "exit") == [Atom("normal")]
     assert all(e.pid == server for e in events)
+
+
+def test_calls_of_one_process_stay_with_it_beside_a_module_trace(
+        node: elixirscope.Node, scope: elixirscope.Scope) -> None:
+    scope.trace("es_traced", "basic")  # puts the call flag on every process
+    server = node.rpc("erlang", "spawn", [Atom("es_traced"), Atom("seq_server"), []])
+    scope.trace_process(server, include=("calls",))
+    box = node.mailbox()
+    assert node.rpc("lists", "seq", [1, 2]) == [1, 2]  # another process's call
+    node.send(server, (box.pid, 3))
+    assert box.receive(timeout=5) == (Atom("seq"), [1, 2, 3])
+    events = collect(scope, lambda evs: "return" in kinds(evs, ("lists", "seq", 2)))
+    seq_events = [e for e in events if e.mfa == (Atom("lists"), Atom("seq"), 2)]
+    assert [e.kind for e in seq_events] == ["call", "return"]
+    assert all(e.pid == server for e in seq_events)
+    node.send(server, Atom("stop"))
 
 
 def test_process_by_name_with_register_and_send_to_dead(node: elixirscope.Node,

@@ -13,7 +13,9 @@ from elixirscope.etf import Atom
 from elixirscope.remote_eval import eval_erlang
 
 BEAM_SOURCES = Path(__file__).parent / "beam"
-AGENT = Atom(f"elixirscope_agent_{elixirscope.__version__.replace('.', '_')}")
+ALL_MFAS = [("es_traced", "add", 2), ("es_traced", "helper", 1), ("es_traced", "fail", 1),
+            ("es_traced", "big", 1), ("es_traced", "countdown", 1),
+            ("es_traced", "call_many", 2)]
 
 
 def compile_fixture(out_dir: Path, name: str = "es_traced") -> bytes:
@@ -68,7 +70,8 @@ def trace_state(node: elixirscope.Node, mfas: list[tuple[str, str, int]] = ()) -
         "new": node.rpc("erlang", "trace_info", [Atom("new"), Atom("flags")])[1],
         "processes": flagged,
         "patterns": patterns,
-        "agent_loaded": node.rpc("code", "is_loaded", [AGENT]) is not False,
+        "agent_loaded": erl(node, "[M || {M, _} <- code:all_loaded(), "
+                                  "lists:prefix(\"elixirscope_agent\", atom_to_list(M))]") != [],
     }
 
 

@@ -1,7 +1,7 @@
 %% Deterministic code for the tracing tests, loaded into test nodes.
 -module(es_traced).
 -export([add/2, fail/1, countdown/1, big/1, echo_server/0, spawner/2, child/1,
-         call_many/2, registered_worker/1]).
+         call_many/2, registered_worker/1, seq_server/0]).
 
 add(A, B) -> helper(A) + B.
 
@@ -37,3 +37,9 @@ call_many(N, X) -> _ = add(X, N), call_many(N - 1, X).
 registered_worker(Name) ->
     register(Name, self()),
     receive stop -> unregister(Name) end.
+
+seq_server() ->
+    receive
+        {From, N} -> From ! {seq, lists:seq(1, N)}, seq_server();
+        stop -> ok
+    end.

@@ -1,7 +1,7 @@
 %% ElixirScope's agent: compiled on the traced node at attach time.
 %%
 %% The Python side sends this source, with the module name replaced by one that
-%% carries the ElixirScope version, and compiles it from forms (erl_scan, erl_parse,
+%% carries the ElixirScope version and the session, and compiles it from forms (erl_scan, erl_parse,
 %% compile:forms, code:load_binary). It is never written to disk. There is no
 %% preprocessor on that path, so the source uses no macros and no includes.
 %%
@@ -15,6 +15,8 @@
 %%            its heap limit), the watcher removes all of it and unloads this module.
 %%
 %% Safety trade-offs, where they are decided:
+%%   * Limits are checked every 100 ms and every 256 trace messages, whichever comes
+%%     first, so a count limit may be passed by up to 255 events.
 %%   * Limits are counted in the relay, on events it keeps (after sampling). A flood
 %%     the relay cannot keep up with shows as a growing mailbox, so max_queue_len
 %%     and the relay's max_heap_size are the limits that stop it. Adaptive sampling
@@ -30,7 +32,7 @@
 -module(elixirscope_agent).
 
 -export([start/2, request/2, request/3, capabilities/0, conflicts/1]).
--export([relay_init/3, watcher_init/2]).
+-export([relay_init/3, watcher_init/4]).
 
 %% Record kinds in a batch (the Python side has the same table).
 -record(st, {
@@ -43,7 +45,7 @@
     routes = #{}, routes_version = 0,
     members = #{},
     stacks = #{},
-    buf = [], buf_n = 0, buf_bytes = 0, buf_refs = #{},
+    buf = [], payloads = [], buf_n = 0, buf_bytes = 0, buf_refs = #{},
     seq = 0,
     received = 0, kept = 0, dropped = 0, sampled_out = 0, truncated = 0,
     window_start = 0, window_kept = 0, window_rate = 0,
@@ -52,7 +54,8 @@
     tripped = false,
     applied_patterns = #{},
     applied_flags = #{},
-    flush_timer = undefined
+    flush_timer = undefined,
+    stop_notice = undefined
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -134,17 +137,32 @@ safe_trace_info(P, Item) ->
     try erlang:trace_info(P, Item) catch _:_ -> {Item, []} end.
 
 describe_tracer(Tracer) when is_pid(Tracer) ->
-    Name = case process_info(Tracer, registered_name) of
-               {registered_name, N} -> atom_to_list(N);
-               _ -> pid_to_list(Tracer)
-           end,
-    Init = case process_info(Tracer, dictionary) of
-               {dictionary, D} -> proplists:get_value('$initial_call', D);
-               _ -> undefined
-           end,
-    iolist_to_binary(io_lib:format("process ~s (~p)", [Name, Init]));
+    IsAgent = fun(M) -> lists:prefix("elixirscope_agent_", atom_to_list(M)) end,
+    case {process_info(Tracer, registered_name), process_info(Tracer, current_function),
+          process_info(Tracer, dictionary)} of
+        {_, {current_function, {M, _, _}}, _} when is_atom(M) ->
+            case IsAgent(M) of
+                true -> iolist_to_binary(io_lib:format("another ElixirScope session (relay ~p)",
+                                                       [Tracer]));
+                false -> describe_process(Tracer)
+            end;
+        _ -> describe_process(Tracer)
+    end;
 describe_tracer(Tracer) ->
     iolist_to_binary(io_lib:format("tracer ~p", [Tracer])).
+
+describe_process(Tracer) ->
+    case {process_info(Tracer, registered_name), process_info(Tracer, dictionary)} of
+        {{registered_name, Name}, _} ->
+            iolist_to_binary(io_lib:format("process ~p (~p)", [Name, Tracer]));
+        {_, {dictionary, Dict}} when is_list(Dict) ->
+            case proplists:get_value('$initial_call', Dict) of
+                undefined -> iolist_to_binary(io_lib:format("process ~p", [Tracer]));
+                Init -> iolist_to_binary(io_lib:format("process ~p started as ~p", [Tracer, Init]))
+            end;
+        _ ->
+            iolist_to_binary(io_lib:format("process ~p", [Tracer]))
+    end.
 
 default_limits() ->
     #{max_events_per_second => 50000,
@@ -167,10 +185,14 @@ limits(Given, Base) ->
 
 relay_init(Parent, Ref, {Owner, Limits, Options}) ->
     process_flag(trap_exit, true),
+    %% Trace messages wait off the heap: queueing them costs the traced processes
+    %% less, and the relay's heap limit bounds the relay's own work, not the queue
+    %% (the queue is bounded by max_queue_len, which the watcher also guards).
+    process_flag(message_queue_data, off_heap),
     set_heap_limit(Limits),
     Me = self(),
     Module = this_module(),
-    Watcher = spawn(fun() -> watcher_init(Me, Module) end),
+    Watcher = spawn(fun() -> watcher_init(Me, Module, Owner, Limits) end),
     Session = open_session(maps:get(session_name, Options, elixirscope), Me),
     Now = erlang:monotonic_time(millisecond),
     St = #st{owner = Owner, owner_mon = monitor(process, Owner), watcher = Watcher,
@@ -194,7 +216,13 @@ set_heap_limit(Limits) ->
 relay_loop(St) ->
     receive
         Msg when element(1, Msg) =:= trace_ts ->
-            relay_loop(on_trace(Msg, St));
+            St1 = on_trace(Msg, St),
+            %% The periodic check message queues behind a flood, so the limits are
+            %% also checked every 256 trace messages.
+            case St1#st.received band 255 of
+                0 -> relay_loop(check_limits(St1));
+                _ -> relay_loop(St1)
+            end;
         {es_req, From, Ref, Request} ->
             {Reply, St1} = try handle_request(Request, St)
                            catch Class:Reason:Stack ->
@@ -202,8 +230,11 @@ relay_loop(St) ->
                            end,
             From ! {Ref, Reply},
             relay_loop(St1);
-        flush ->
-            relay_loop(flush(St#st{flush_timer = undefined}));
+        {flush, Ref} ->
+            case St#st.flush_timer of
+                {_, Ref} -> relay_loop(flush(St#st{flush_timer = undefined}));
+                _ -> relay_loop(St)
+            end;
         check ->
             erlang:send_after(100, self(), check),
             relay_loop(check_limits(St));
@@ -214,6 +245,10 @@ relay_loop(St) ->
             %% The Python side is gone (it exited, was killed, or the network dropped).
             remove_all(St),
             exit(normal);
+        {guard_tripped, Reason} when St#st.tripped =:= false ->
+            %% The watcher already removed the tracing and told the owner.
+            St1 = St#st{applied_patterns = #{}, applied_flags = #{}, members = #{}},
+            relay_loop(mark_tripped(Reason, flush(St1)));
         {'EXIT', _, _} ->
             relay_loop(St);
         _Other ->
@@ -255,7 +290,11 @@ on_trace(Msg, St0) ->
             %% say nothing the return itself did not.
             case call_route(Mfa, Pid, St) of
                 {{_, _, []}, Routed} -> Routed;
-                {{_, _, Refs}, Routed} -> record(16, 0, Pid, Ts, Mfa, 0, [], Refs, Routed)
+                {{Rate, _, Refs}, Routed} ->
+                    case keep(Pid, plain_rate(Rate), Routed) of
+                        {true, Kept} -> record(16, 0, Pid, Ts, Mfa, 0, [], Refs, Kept);
+                        {false, Out} -> sampled_out(Refs, Out)
+                    end
             end;
         {Code, Pid, Other, Mfa, Value, Ts} ->
             St1 = adopt_on_spawn(Code, Pid, Other, St),
@@ -315,12 +354,17 @@ caller_index(_, St) ->
 
 %% Sampling of calls: the decision for a call is remembered on the process's stack
 %% so its return or exception is kept or dropped with it.
-keep(Pid, Rate, St) ->
-    Keep = Rate >= 1.0 andalso St#st.adaptive >= 1.0
-        orelse rand:uniform() < Rate * St#st.adaptive,
+plain_rate({stack, Rate}) -> Rate;
+plain_rate(Rate) -> Rate.
+
+keep(Pid, {stack, Rate}, St) ->
+    {Keep, _} = keep(Pid, Rate, St),
     Stacks = St#st.stacks,
     Stack = maps:get(Pid, Stacks, []),
-    {Keep, St#st{stacks = Stacks#{Pid => [Keep | Stack]}}}.
+    {Keep, St#st{stacks = Stacks#{Pid => [Keep | Stack]}}};
+keep(_Pid, Rate, St) ->
+    {Rate >= 1.0 andalso St#st.adaptive >= 1.0
+         orelse rand:uniform() < Rate * St#st.adaptive, St}.
 
 pop(Pid, St) ->
     Stacks = St#st.stacks,
@@ -398,9 +442,15 @@ compute_route({M, F, A}, St) ->
     Matching = [{R, T} || {R, T} <- maps:to_list(St#st.traces), covers(T, M, F, A)],
     case Matching of
         [] -> {1.0, true, []};
-        _ -> {lists:max([maps:get(rate, T) || {_, T} <- Matching]),
-              lists:any(fun({_, T}) -> maps:get(want_args, T) end, Matching),
-              [R || {R, _} <- Matching]}
+        _ ->
+            Returns = lists:any(fun({_, #{patterns := Ps}}) ->
+                                        lists:any(fun({_, _, Ms}) -> ms_returns(Ms) end, Ps)
+                                end, Matching),
+            Rate = lists:max([maps:get(rate, T) || {_, T} <- Matching]),
+            %% A rate tagged {stack, Rate} keeps its decisions for the returns.
+            {if Returns -> {stack, Rate}; true -> Rate end,
+             lists:any(fun({_, T}) -> maps:get(want_args, T) end, Matching),
+             [R || {R, _} <- Matching]}
     end.
 
 covers(#{kind := module, module := M, functions := Fs}, M, F, A) ->
@@ -428,8 +478,9 @@ mfa_index(Mfa, St = #st{mfas = Mfas}) ->
                         new_mfas = [{Idx, Mfa} | St#st.new_mfas]}}
     end.
 
-%% One record: <<Kind:8, Flags:8, Pid:32, Ts:64/signed, Mfa:32, Other:32,
-%%               OrigSize:32, Len:32, Payload:Len/binary>>
+%% One record: a 30-byte header in one block,
+%%   <<Kind:8, Flags:8, Pid:32, Ts:64/signed, Mfa:32, Other:32, OrigSize:32, Len:32>>,
+%% and its payload (Len bytes) in a second block, so Python reads all headers at once.
 %% Flags: 1 payload truncated, 2 payload is {Target, Value} (target not a pid),
 %%        4 Other is the caller's MFA index.
 record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St0) ->
@@ -441,21 +492,23 @@ record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St0) ->
     {Payload, OrigSize, Truncated} = encode_payload(Value, maps:get(max_term_bytes, St2#st.limits)),
     Flags = if Truncated -> Flags0 bor 1; true -> Flags0 end,
     Len = byte_size(Payload),
-    Rec = <<Kind:8, Flags:8, PidIdx:32, Ts:64/signed, MfaIdx:32, Other:32,
-            OrigSize:32, Len:32, Payload/binary>>,
+    Header = <<Kind:8, Flags:8, PidIdx:32, Ts:64/signed, MfaIdx:32, Other:32,
+               OrigSize:32, Len:32>>,
     N = St2#st.buf_n + 1,
     Bytes = St2#st.buf_bytes + 30 + Len,
     BufRefs = lists:foldl(fun(R, Acc) -> Acc#{R => maps:get(R, Acc, 0) + 1} end,
                           St2#st.buf_refs, Refs),
-    St3 = St2#st{buf = [Rec | St2#st.buf], buf_n = N, buf_bytes = Bytes, buf_refs = BufRefs,
+    St3 = St2#st{buf = [Header | St2#st.buf], payloads = [Payload | St2#st.payloads],
+                 buf_n = N, buf_bytes = Bytes, buf_refs = BufRefs,
                  kept = St2#st.kept + 1, window_kept = St2#st.window_kept + 1,
                  truncated = St2#st.truncated + (Flags band 1)},
     Limits = St3#st.limits,
     if N >= map_get(batch_events, Limits); Bytes >= 262144 ->
            flush(St3);
        St3#st.flush_timer =:= undefined ->
-           T = erlang:send_after(map_get(flush_interval_ms, Limits), self(), flush),
-           St3#st{flush_timer = T};
+           Ref = make_ref(),
+           T = erlang:send_after(map_get(flush_interval_ms, Limits), self(), {flush, Ref}),
+           St3#st{flush_timer = {T, Ref}};
        true ->
            St3
     end.
@@ -513,9 +566,10 @@ flush(St0) ->
     Seq = St#st.seq + 1,
     Stats = {St#st.received, St#st.kept, St#st.dropped, St#st.sampled_out, St#st.adaptive},
     Batch = {es_batch, Seq, lists:reverse(St#st.new_pids), lists:reverse(St#st.new_mfas),
-             Stats, iolist_to_binary(lists:reverse(St#st.buf))},
-    Sent = St#st{seq = Seq, buf = [], buf_n = 0, buf_bytes = 0, buf_refs = #{},
-                 new_pids = [], new_mfas = []},
+             Stats, iolist_to_binary(lists:reverse(St#st.buf)),
+             iolist_to_binary(lists:reverse(St#st.payloads))},
+    Sent = St#st{seq = Seq, buf = [], payloads = [], buf_n = 0, buf_bytes = 0,
+                 buf_refs = #{}, new_pids = [], new_mfas = []},
     Counted = fun(Key) ->
                       maps:fold(fun(R, N, Acc) -> bump_trace(R, Key, N, Acc) end,
                                 St#st.traces, St#st.buf_refs)
@@ -528,16 +582,18 @@ flush(St0) ->
                     new_pids = St#st.new_pids, new_mfas = St#st.new_mfas}
     end.
 
+%% A timer that fires anyway leaves a {flush, Ref} whose Ref is no longer current,
+%% and the loop ignores it. No selective receive: with a flood in the mailbox a
+%% receive that scans for one message would read every message each time.
 cancel_flush(St = #st{flush_timer = undefined}) -> St;
-cancel_flush(St = #st{flush_timer = T}) ->
-    erlang:cancel_timer(T),
-    receive flush -> ok after 0 -> ok end,
+cancel_flush(St = #st{flush_timer = {T, _}}) ->
+    erlang:cancel_timer(T, [{async, true}, {info, false}]),
     St#st{flush_timer = undefined}.
 
 %% ---------------------------------------------------------------------------------
 %% Limits and the circuit breaker
 
-check_limits(St = #st{tripped = Tripped}) when Tripped =/= false -> St;
+check_limits(St = #st{tripped = Tripped}) when Tripped =/= false -> notify_stop(St);
 check_limits(St0) ->
     Now = erlang:monotonic_time(millisecond),
     St = adapt(Now, St0),
@@ -585,13 +641,24 @@ adapt(Now, St) ->
                end,
     St#st{window_start = Now, window_kept = 0, window_rate = Rate, adaptive = Adaptive}.
 
+%% Removing the tracing comes first: it stops new trace messages; the batch in
+%% hand is sent after.
 trip(Reason, St0) ->
-    St1 = flush(St0),
-    St = remove_all(St1),
+    St = flush(remove_all(St0)),
+    notify_stop((mark_tripped(Reason, St))#st{stop_notice = {es_stopped, Reason, counters(St)}}).
+
+mark_tripped(Reason, St) ->
     Traces = maps:map(fun(_, T) -> T#{status => {tripped, Reason}} end, St#st.traces),
-    Counters = counters(St),
-    St#st.owner ! {es_stopped, Reason, Counters},
     St#st{tripped = Reason, traces = Traces}.
+
+%% The stop notice must reach Python, but the relay must not wait on a busy
+%% distribution buffer either: it is sent with nosuspend and retried on each check.
+notify_stop(St = #st{stop_notice = undefined}) -> St;
+notify_stop(St = #st{stop_notice = Notice}) ->
+    case erlang:send(St#st.owner, Notice, [nosuspend]) of
+        ok -> St#st{stop_notice = undefined};
+        _ -> St
+    end.
 
 counters(St) ->
     #{received => St#st.received, kept => St#st.kept, dropped => St#st.dropped,
@@ -635,12 +702,14 @@ handle_request(list_traces, St) ->
 handle_request({set_limits, New}, St) ->
     Limits = limits(New, St#st.limits),
     set_heap_limit(Limits),
+    St#st.watcher ! {limits, Limits},
     {{ok, Limits}, St#st{limits = Limits}};
 handle_request(emergency_stop, St0) ->
     St = remove_all(flush(St0)),
     Stopped = [summary(R, T#{status => stopped}) || {R, T} <- maps:to_list(St#st.traces)],
     {{ok, Stopped}, St#st{traces = #{}, routes_version = St#st.routes_version + 1}};
 handle_request(reset_breaker, St) ->
+    St#st.watcher ! rearm,
     {ok, St#st{tripped = false, traces = #{}, adaptive = 1.0,
                started_at = erlang:monotonic_time(millisecond)}};
 handle_request(status, St) ->
@@ -691,8 +760,13 @@ trace_spec(process, #{target := Target, include := Include, children := Children
         {ok, Pid} ->
             Flags = lists:usort(lists:append([include_flags(I) || I <- Include]) ++
                                 [set_on_spawn || Children]),
+            %% Calls of one process: a pattern on every exported function whose
+            %% guard lets only this process through, since other traces may have
+            %% set the call flag on every process. Children are not in the guard:
+            %% their calls show only where another trace covers the function.
             Patterns = case lists:member(calls, Include) of
-                           true -> [{{'_', '_', '_'}, global, level_ms(detailed)}];
+                           true -> [{{'_', '_', '_'}, global,
+                                     [{'_', [{'=:=', {self}, Pid}], [{exception_trace}]}]}];
                            false -> []
                        end,
             {ok, #{kind => process, pid => Pid, rate => 1.0, want_args => true,
@@ -740,14 +814,30 @@ summary(TRef, T) ->
                started_at, children, include, captured, dropped, sampled_out],
               T#{ref => TRef}).
 
-level_ms(basic) -> [{'_', [], []}];
+%% A pattern without actions is `true`, cheaper in the traced process than the
+%% equivalent [{'_', [], []}].
+level_ms(basic) -> true;
 level_ms(detailed) -> [{'_', [], [{exception_trace}]}];
 level_ms(full) -> [{'_', [], [{exception_trace}, {message, {caller}}]}].
 
 capture_ms(Capture) ->
     Returns = lists:member(returns, Capture) orelse lists:member(exceptions, Capture),
     Caller = lists:member(caller, Capture),
-    [{'_', [], [{exception_trace} || Returns] ++ [{message, {caller}} || Caller]}].
+    case [{exception_trace} || Returns] ++ [{message, {caller}} || Caller] of
+        [] -> true;
+        Actions -> [{'_', [], Actions}]
+    end.
+
+%% Whether a pattern produces returns: their calls' sampling decisions are kept on a
+%% stack until the return comes, and only then.
+ms_returns(true) -> false;
+ms_returns(Ms) when is_list(Ms) ->
+    lists:any(fun({_, _, Body}) when is_list(Body) ->
+                      lists:member({exception_trace}, Body) orelse
+                          lists:member({return_trace}, Body);
+                 (_) -> false
+              end, Ms);
+ms_returns(_) -> false.
 
 include_flags(messages) -> [send, 'receive'];
 include_flags(calls) -> [call];
@@ -868,7 +958,19 @@ wanted_patterns(Traces) ->
 stronger_where(local, _) -> local;
 stronger_where(_, W) -> W.
 
-richer_ms([{'_', [], A0}], [{'_', [], A1}]) -> [{'_', [], lists:usort(A0 ++ A1)}];
+%% Two traces wanting one function: an unguarded clause takes every action either
+%% wants; guarded clauses (one process each) are kept side by side, the first
+%% whose guard holds applies.
+richer_ms(true, Ms) -> Ms;
+richer_ms(Ms, true) -> Ms;
+richer_ms(Ms0, Ms1) when is_list(Ms0), is_list(Ms1) ->
+    Clauses = Ms0 ++ Ms1,
+    case [A || {'_', [], A} <- Clauses] of
+        [] -> lists:usort(Clauses);
+        Unguarded ->
+            Guarded = lists:append([A || {_, G, A} <- Clauses, G =/= []]),
+            [{'_', [], lists:usort(lists:append(Unguarded) ++ Guarded)}]
+    end;
 richer_ms(_, Ms) -> Ms.
 
 wanted_flags(Traces) ->
@@ -884,13 +986,16 @@ remove_all(St) ->
     St#st.watcher ! {applied, #{}, #{}, St#st.session},
     St#st{applied_patterns = #{}, applied_flags = #{}, members = #{}}.
 
+%% Flags first: taking the call flag off stops new trace messages at once (a few
+%% milliseconds), while removing patterns waits for every scheduler to pass a code
+%% barrier, which under a flood can take a second.
 remove_applied(Session, Patterns, Flags) ->
+    [catch tr_process(Session, Target, false, [monotonic_timestamp | Fs])
+     || {Target, Fs} <- maps:to_list(Flags)],
     [begin
          catch tr_function(Session, Mfa, false, [local]),
          catch tr_function(Session, Mfa, false, [global])
      end || Mfa <- maps:keys(Patterns)],
-    [catch tr_process(Session, Target, false, [monotonic_timestamp | Fs])
-     || {Target, Fs} <- maps:to_list(Flags)],
     ok.
 
 %% ---------------------------------------------------------------------------------
@@ -916,37 +1021,60 @@ close_session({session, S}) -> catch apply(trace, session_destroy, [S]).
 %% ---------------------------------------------------------------------------------
 %% The watcher
 
-watcher_init(Relay, Module) ->
+%% Besides cleaning up, the watcher guards the limits that a starved or flooded
+%% relay cannot check in time: it runs at high priority, looks at the relay's
+%% queue and the node's memory every 100 ms, and over a limit removes the tracing
+%% itself and tells the owner, ahead of the relay's backlog.
+watcher_init(Relay, Module, Owner, Limits) ->
+    process_flag(priority, high),
     MRef = monitor(process, Relay),
-    watcher_loop(Relay, MRef, Module, #{}, #{}, legacy).
+    watcher_loop(#{relay => Relay, mref => MRef, module => Module, owner => Owner,
+                   limits => Limits, patterns => #{}, flags => #{}, session => legacy,
+                   tripped => false}).
 
-watcher_loop(Relay, MRef, Module, Patterns, Flags, Session) ->
+watcher_loop(W = #{relay := Relay, mref := MRef}) ->
     receive
         {applied, P, F, S} ->
-            watcher_loop(Relay, MRef, Module, P, F, S);
+            watcher_loop(W#{patterns := P, flags := F, session := S});
+        {limits, L} ->
+            watcher_loop(W#{limits := L});
+        rearm ->
+            watcher_loop(W#{tripped := false});
         {'DOWN', MRef, process, Relay, _Reason} ->
-            remove_applied(Session, Patterns, Flags),
+            #{session := Session, patterns := P, flags := F, module := Module} = W,
+            remove_applied(Session, P, F),
             close_session(Session),
             unload(Module)
+    after 100 ->
+        watcher_loop(guard(W))
     end.
 
-%% Deletes and purges this module, unless another session still runs it, from a
-%% process that runs only code of lists and the code server, never this module's,
-%% so the purge cannot kill it midway.
+guard(W = #{tripped := true}) -> W;
+guard(W = #{relay := Relay, limits := L, patterns := P, flags := F}) ->
+    Queue = case process_info(Relay, message_queue_len) of
+                {message_queue_len, Q} -> Q;
+                undefined -> 0
+            end,
+    Over = [Name || {Name, Value} <- [{max_queue_len, Queue},
+                                      {max_node_memory_mb,
+                                       erlang:memory(total) div (1024 * 1024)}],
+                    is_number(maps:get(Name, L)), Value >= maps:get(Name, L)],
+    case {Over, maps:size(P) + maps:size(F)} of
+        {[], _} -> W;
+        {_, 0} -> W;
+        {[Reason | _], _} ->
+            remove_applied(maps:get(session, W), P, F),
+            erlang:send(maps:get(owner, W), {es_stopped, Reason, #{queue => Queue}},
+                        [nosuspend]),
+            Relay ! {guard_tripped, Reason},
+            W#{tripped := true, patterns := #{}, flags := #{}}
+    end.
+
+%% Deletes and purges this session's copy of the agent, from a process that runs
+%% only code of lists and the code server, never this module's, so the purge cannot
+%% kill it midway (it kills the watcher, if the watcher has not returned by then).
 unload(Module) ->
-    Me = self(),
-    Users = [P || P <- processes(), P =/= Me, runs(P, Module)],
-    case Users of
-        [] ->
-            spawn(lists, zipwith, [fun erlang:apply/2,
-                                   [fun timer:sleep/1, fun code:delete/1, fun code:purge/1],
-                                   [[50], [Module], [Module]]]),
-            ok;
-        _ -> ok
-    end.
-
-runs(Pid, Module) ->
-    case process_info(Pid, current_function) of
-        {current_function, {Module, _, _}} -> true;
-        _ -> false
-    end.
+    spawn(lists, zipwith, [fun erlang:apply/2,
+                           [fun timer:sleep/1, fun code:delete/1, fun code:purge/1],
+                           [[50], [Module], [Module]]]),
+    ok.

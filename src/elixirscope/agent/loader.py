@@ -1,13 +1,15 @@
 """Compiling the agent on the node at attach time, from source, without touching disk.
 
-The module is named after the ElixirScope version (``elixirscope_agent_0_1_0``), so
-two releases attached to one node never load over each other's code, and sessions
-of the same release share one copy.
+Each session loads its own copy, named after the ElixirScope version and the session
+(``elixirscope_agent_0_1_0_5f3a9c1e``): two releases never load over each other's
+code, and a session that ends unloads its copy without racing another session that
+is starting.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from importlib import resources
 
 from elixirscope.dist.async_node import AsyncNode
@@ -17,7 +19,7 @@ from elixirscope.remote_eval import eval_erlang
 from elixirscope.version import __version__
 
 SOURCE_NAME = "elixirscope_agent"
-MODULE = Atom(f"{SOURCE_NAME}_{re.sub(r'[^0-9a-zA-Z]', '_', __version__)}")
+RELEASE_PREFIX = f"{SOURCE_NAME}_{re.sub(r'[^0-9a-zA-Z]', '_', __version__)}"
 
 # Scans the source, splits it into forms at each dot token, parses and compiles
 # them and loads the binary: all on the node, so only the source crosses the wire.
@@ -45,16 +47,19 @@ class AgentLoadError(ElixirScopeError):
     """The agent could not be compiled or loaded on the node."""
 
 
-def agent_source() -> str:
-    """The agent's Erlang source, with the module named after this release."""
+def session_module() -> Atom:
+    return Atom(f"{RELEASE_PREFIX}_{secrets.token_hex(4)}")
+
+
+def agent_source(module: Atom) -> str:
+    """The agent's Erlang source, with the module named ``module``."""
     text = resources.files("elixirscope.agent").joinpath(f"{SOURCE_NAME}.erl").read_text()
-    return text.replace(f"-module({SOURCE_NAME}).", f"-module({MODULE}).", 1)
+    return text.replace(f"-module({SOURCE_NAME}).", f"-module({module}).", 1)
 
 
-async def ensure_agent(node: AsyncNode) -> Atom:
-    """Loads the agent unless this release's agent is already loaded; returns its module."""
-    if await node.rpc("code", "is_loaded", [MODULE]) is not False:
-        return MODULE
+async def load_agent(node: AsyncNode) -> Atom:
+    """Compiles and loads a copy of the agent for one session; returns its module."""
+    module = session_module()
     compiler = await node.rpc("code", "ensure_loaded", [Atom("compile")])
     if compiler != (Atom("module"), Atom("compile")):
         raise AgentLoadError(
@@ -63,10 +68,10 @@ async def ensure_agent(node: AsyncNode) -> Atom:
             "or compiler in the .app/.rel file) and restart the node"
         )
     try:
-        loaded = await eval_erlang(node, _COMPILE_ON_NODE, bindings={"Src": agent_source()},
-                             timeout=60.0)
+        loaded = await eval_erlang(node, _COMPILE_ON_NODE,
+                                   bindings={"Src": agent_source(module)}, timeout=60.0)
     except RemoteError as exc:
         raise AgentLoadError(f"compiling the agent on {node.name} failed: {exc}") from None
-    if loaded != (Atom("module"), MODULE):
+    if loaded != (Atom("module"), module):
         raise AgentLoadError(f"loading the agent on {node.name} failed: {loaded!r}")
-    return MODULE
+    return module

@@ -209,8 +209,21 @@ class AsyncNode:
         assert handshake.peer is not None
         self = cls(handshake.peer, own, creation, reader, writer, tick_time=tick_time)
         self._start(handshake.leftover)
+        await self._adopt_tick_time()
         log.debug("connected to %s as hidden node %s", self.name, own)
         return self
+
+    async def _adopt_tick_time(self) -> None:
+        """Ticks at the node's own pace: a node with a short net_ticktime drops a
+        connection that stays silent for longer than that."""
+        try:
+            ticktime = await self.rpc("net_kernel", "get_net_ticktime", [], timeout=5.0)
+        except Exception:  # a node that will not say keeps our default
+            return
+        if isinstance(ticktime, tuple):  # {ongoing_change_to, Seconds}
+            ticktime = ticktime[-1]
+        if isinstance(ticktime, int) and ticktime > 0:
+            self.tick_time = min(self.tick_time, float(ticktime))
 
     def _start(self, leftover: bytes) -> None:
         self._tasks = [
@@ -391,8 +404,8 @@ class AsyncNode:
         self._shutdown(error)
 
     async def _tick_loop(self) -> None:
-        interval = self.tick_time / 4
         while True:
+            interval = self.tick_time / 4
             await asyncio.sleep(interval)
             now = time.monotonic()
             if now - self._last_received > self.tick_time:

@@ -1,9 +1,11 @@
 """Agent batches into events, without per-event term parsing.
 
-A batch is ``{es_batch, Seq, NewPids, NewMfas, Stats, Records}``. ``Records`` is a
-binary of fixed 30-byte headers, each followed by its payload::
+A batch is ``{es_batch, Seq, NewPids, NewMfas, Stats, Headers, Payloads}``.
+``Headers`` is a block of fixed 30-byte records, read in one ``iter_unpack``::
 
     kind:8 flags:8 pid:32 timestamp:64/signed mfa:32 other:32 original_size:32 len:32
+
+and ``Payloads`` holds each record's ``len`` payload bytes, in the same order.
 
 Pids and MFAs travel as indexes into tables the agent extends in each batch, so
 only the first mention of a process or function costs an ETF term.
@@ -47,10 +49,10 @@ class BatchDecoder:
     stats: AgentStats = field(default_factory=AgentStats)
 
     def decode(self, batch: Any) -> list[TraceEvent]:
-        if not (isinstance(batch, tuple) and len(batch) == 6 and batch[0] == BATCH
-                and isinstance(batch[5], bytes)):
+        if not (isinstance(batch, tuple) and len(batch) == 7 and batch[0] == BATCH
+                and isinstance(batch[5], bytes) and isinstance(batch[6], bytes)):
             raise ProtocolError("the agent sent a batch of the wrong shape")
-        _, seq, new_pids, new_mfas, stats, records = batch
+        _, seq, new_pids, new_mfas, stats, headers, payloads = batch
         if seq != self.next_seq:
             self.lost_batches += seq - self.next_seq
         self.next_seq = seq + 1
@@ -60,21 +62,26 @@ class BatchDecoder:
             self.mfas[index] = mfa
         received, kept, dropped, sampled_out, adaptive = stats
         self.stats = AgentStats(received, kept, dropped, sampled_out, float(adaptive))
-        return self._records(records)
+        return self._records(headers, payloads)
 
-    def _records(self, data: bytes) -> list[TraceEvent]:
+    @staticmethod
+    def count(batch: Any) -> int:
+        """How many events a batch holds, without decoding it."""
+        return len(batch[5]) // HEADER.size
+
+    def _records(self, headers: bytes, payloads: bytes) -> list[TraceEvent]:
+        if len(headers) % HEADER.size:
+            raise ProtocolError("an agent batch ends inside a record header")
         events: list[TraceEvent] = []
         append = events.append
-        unpack = HEADER.unpack_from
-        header_size = HEADER.size
         pids, mfas, kinds = self.pids, self.mfas, KINDS
         node, offset_ns = self.node, self.offset_ns
-        position, end = 0, len(data)
+        position = 0
         try:
-            while position < end:
-                kind, flags, pid, timestamp, mfa, other, original, length = unpack(data, position)
-                start = position + header_size
-                position = start + length
+            for kind, flags, pid, timestamp, mfa, other, original, length in \
+                    HEADER.iter_unpack(headers):
+                start = position
+                position += length
                 other_value: Pid | Mfa | None
                 if not other:
                     other_value = None
@@ -84,9 +91,10 @@ class BatchDecoder:
                     other_value = pids.get(other)
                 append(TraceEvent(kinds.get(kind, f"kind{kind}"), node, pids[pid], timestamp,
                                   mfas.get(mfa) if mfa else None, other_value,
-                                  data[start:position], flags, original, offset_ns))
-        except (struct.error, KeyError) as exc:
-            raise ProtocolError(f"a garbled record in an agent batch ({exc})") from None
-        if position != end:
-            raise ProtocolError("an agent batch ends inside a record")
+                                  payloads[start:position], flags, original, offset_ns))
+        except KeyError as exc:
+            raise ProtocolError(f"an agent batch names an unknown pid or function ({exc})"
+                                ) from None
+        if position != len(payloads):
+            raise ProtocolError("an agent batch's payloads do not add up to its records")
         return events

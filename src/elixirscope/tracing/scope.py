@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from elixirscope.agent.loader import ensure_agent
+from elixirscope.agent.loader import load_agent
 from elixirscope.beam_names import function_atom, module_atom, module_display, parse_pid_text
 from elixirscope.dist.async_node import AsyncNode, Mailbox
 from elixirscope.dist.cookie import Cookie
@@ -29,6 +29,7 @@ Level = Literal["basic", "detailed", "full"]
 CAPTURES = ("args", "returns", "exceptions", "caller")
 INCLUDES = ("messages", "calls", "lifecycle")
 STOPPED = Atom("es_stopped")
+DOWN = Atom("DOWN")
 OK = Atom("ok")
 ERROR = Atom("error")
 _QUEUE_BATCHES = 4096
@@ -42,8 +43,8 @@ class TraceStopped(ElixirScopeError):
     """The agent's circuit breaker removed all tracing; ``reason`` names the limit."""
 
     def __init__(self, reason: str, counters: dict[str, Any]) -> None:
-        super().__init__(f"tracing stopped by the {reason} limit "
-                         f"after {counters.get('kept', 0)} events")
+        cause = f"the {reason} limit" if reason.startswith("max_") else reason
+        super().__init__(f"tracing stopped by {cause} after {counters.get('kept', 0)} events")
         self.reason = reason
         self.counters = counters
 
@@ -99,7 +100,7 @@ class AsyncScope:
         owns = not isinstance(node, AsyncNode)
         anode = await AsyncNode.connect(node, cookie) if isinstance(node, str) else node
         try:
-            module = await ensure_agent(anode)
+            module = await load_agent(anode)
             inbox = anode.mailbox()
             options = {Atom("limits"): Limits(**limits).to_term()}
             reply = await anode.rpc(module, "start", [inbox.pid, options], timeout=30.0)
@@ -107,6 +108,7 @@ class AsyncScope:
                 raise ElixirScopeError(f"the agent did not start on {anode.name}: "
                                        f"{inspect(reply)}")
             _, relay, info = reply
+            await anode.monitor(relay, inbox)
             capabilities = _capabilities(info, limits)
             offset = int(info[Atom("time_offset_ns")])
             return cls(anode, module, relay, inbox, capabilities, offset, owns_node=owns)
@@ -220,31 +222,46 @@ class AsyncScope:
             while True:
                 message = await self._inbox.receive()
                 if isinstance(message, tuple) and message and message[0] == STOPPED:
-                    counters = {str(k): v for k, v in message[2].items()}
-                    self.stopped = TraceStopped(str(message[1]), counters)
-                    await self._batches.put(self.stopped)
+                    # The relay and its watcher may both report one trip.
+                    if self.stopped is None:
+                        counters = {str(k): v for k, v in message[2].items()}
+                        self.stopped = TraceStopped(str(message[1]), counters)
+                        await self._batches.put(self.stopped)
+                elif isinstance(message, tuple) and message and message[0] == DOWN:
+                    # The relay is gone (killed by its heap limit, or by someone); the
+                    # watcher on the node has removed its patterns and flags.
+                    if not self._closed and self.stopped is None:
+                        reason = f"relay exit ({inspect(message[4])})"
+                        self.stopped = TraceStopped(reason, {})
+                        await self._batches.put(self.stopped)
                 elif isinstance(message, tuple) and message and message[0] == BATCH:
                     try:
                         self._batches.put_nowait(message)
                     except asyncio.QueueFull:
-                        self.python_dropped += len(message[5]) and 1
+                        self.python_dropped += BatchDecoder.count(message)
         await self._batches.put(None)
 
+    async def next_batch(self, timeout: float | None = None) -> list[TraceEvent] | None:
+        """The events of the next batch; ``None`` after ``timeout`` seconds without one
+        or when the session has ended. Raises ``TraceStopped`` where the breaker
+        tripped."""
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._batches.get()
+        except TimeoutError:
+            return None
+        if item is None:
+            await self._batches.put(None)
+            return None
+        if isinstance(item, TraceStopped):
+            raise item
+        return self._decoder.decode(item)
+
     async def events(self, timeout: float | None = None) -> AsyncIterator[TraceEvent]:
-        """The events as they arrive. Ends after ``timeout`` seconds without a batch,
-        or when the session ends; raises ``TraceStopped`` where the breaker tripped."""
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    item = await self._batches.get()
-            except TimeoutError:
-                return
-            if item is None:
-                await self._batches.put(None)
-                return
-            if isinstance(item, TraceStopped):
-                raise item
-            for event in self._decoder.decode(item):
+        """The events as they arrive, until ``timeout`` seconds pass without any or the
+        session ends; raises ``TraceStopped`` where the breaker tripped."""
+        while (batch := await self.next_batch(timeout)) is not None:
+            for event in batch:
                 yield event
 
     @property
@@ -326,18 +343,14 @@ class Scope:
     def flush(self) -> None:
         self.node.run(self.ascope.flush())
 
+    def status(self) -> dict[Any, Any]:
+        return self.node.run(self.ascope.status())
+
     def events(self, timeout: float | None = 1.0) -> Iterator[TraceEvent]:
-        """Events as they arrive, until ``timeout`` seconds pass without any."""
-        iterator = self.ascope.events(timeout).__aiter__()
-
-        async def next_event() -> TraceEvent:
-            return await iterator.__anext__()
-
-        while True:
-            try:
-                yield self.node.run(next_event())
-            except StopAsyncIteration:
-                return
+        """Events as they arrive, until ``timeout`` seconds pass without any (one trip
+        to the I/O thread per batch, not per event)."""
+        while (batch := self.node.run(self.ascope.next_batch(timeout))) is not None:
+            yield from batch
 
     def close(self) -> None:
         self.node.run(self.ascope.close())

@@ -1,0 +1,288 @@
+"""The traced node is never harmed: limits trip inside the VM, and nothing is left
+behind when the session ends, crashes, is killed, or the network goes silent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import elixirscope
+from elixirscope.agent.loader import AgentLoadError
+from elixirscope.etf import Atom
+from elixirscope.sample_nodes import BeamNode, start_bare
+from tracing_support import (
+    ALL_MFAS,
+    clean_state,
+    compile_fixture,
+    erl,
+    load_fixture,
+    wait_clean,
+)
+
+pytestmark = pytest.mark.node
+
+# Four processes calling es_traced:add/2 as fast as they can, until told to stop.
+FLOOD = """
+Loop = fun L(0) -> ok; L(N) -> es_traced:call_many(1000, 1), L(N - 1) end,
+[spawn(fun() -> Loop(Rounds) end) || _ <- lists:seq(1, 4)]
+"""
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return compile_fixture(tmp_path_factory.mktemp("beam"))
+
+
+@pytest.fixture(scope="module")
+def beam(code: bytes) -> Iterator[BeamNode]:
+    with start_bare("erl", name_prefix="t_safe") as node:
+        with elixirscope.connect(node.name, node.cookie) as conn:
+            load_fixture(conn, code)
+        yield node
+
+
+@pytest.fixture
+def node(beam: BeamNode) -> Iterator[elixirscope.Node]:
+    with elixirscope.connect(beam.name, beam.cookie) as conn:
+        yield conn
+        stop_workloads(conn)
+        assert wait_clean(conn, ALL_MFAS) == clean_state(ALL_MFAS), "tracing left behind"
+
+
+WORKERS: list[object] = []
+
+
+def flood(node: elixirscope.Node, rounds: int = 100_000) -> None:
+    WORKERS.extend(erl(node, FLOOD, Rounds=rounds))
+
+
+def trickle(node: elixirscope.Node) -> None:
+    WORKERS.append(erl(node, TRICKLE))
+
+
+def stop_workloads(node: elixirscope.Node) -> None:
+    for pid in WORKERS:
+        node.rpc("erlang", "exit", [pid, Atom("kill")])
+    WORKERS.clear()
+
+
+def wait_stopped(scope: elixirscope.Scope, timeout: float = 10) -> elixirscope.TraceStopped:
+    deadline = time.monotonic() + timeout
+    with pytest.raises(elixirscope.TraceStopped) as stopped:
+        while time.monotonic() < deadline:
+            for _ in scope.events(timeout=0.5):
+                pass
+    return stopped.value
+
+
+# Each limit with a workload that reaches it and the other limits out of the way.
+LIMIT_CASES = [
+    ("max_events", {"max_events": 1000, "max_queue_len": 10**7}, "flood"),
+    ("max_queue_len", {"max_queue_len": 50}, "flood"),
+    ("max_duration_s", {"max_duration_s": 1}, "trickle"),
+    ("max_node_memory_mb", {"max_node_memory_mb": 1}, "trickle"),
+]
+TRICKLE = "spawn(fun L() -> es_traced:call_many(10, 1), timer:sleep(50), L() end)"
+# About 50k events a second: more than the rate limit, less than the relay can take.
+STEADY = "spawn(fun L() -> es_traced:call_many(100, 1), timer:sleep(10), L() end)"
+
+
+@pytest.mark.parametrize(("limit", "limits", "workload"), LIMIT_CASES,
+                         ids=[case[0] for case in LIMIT_CASES])
+def test_each_limit_trips_the_breaker_and_removes_everything(
+        node: elixirscope.Node, limit: str, limits: dict[str, int], workload: str) -> None:
+    with elixirscope.attach(node, **limits) as scope:
+        scope.trace("es_traced", "full")
+        started = time.monotonic()
+        if workload == "flood":
+            flood(node)
+        else:
+            trickle(node)
+        stopped = wait_stopped(scope)
+        assert stopped.reason == limit
+        assert stopped.counters  # the relay's counts, or the queue the watcher saw
+        assert time.monotonic() - started < 5
+        assert node.rpc("erlang", "trace_info", [(Atom("es_traced"), Atom("add"), 2),
+                                                  Atom("traced")]) == (Atom("traced"), False)
+        assert node.rpc("erlang", "trace_info", [Atom("new"), Atom("flags")])[1] == []
+
+
+def test_adaptive_sampling_lowers_the_kept_share_before_the_rate_limit(
+        node: elixirscope.Node) -> None:
+    with elixirscope.attach(node, max_events_per_second=3000) as scope:
+        scope.trace("es_traced", "full")
+        WORKERS.append(erl(node, STEADY))
+        deadline = time.monotonic() + 8
+        for _ in scope.events(timeout=1):
+            if scope.ascope.stats.adaptive_rate < 1.0 or time.monotonic() > deadline:
+                break
+        stats = scope.ascope.stats
+        assert stats.adaptive_rate < 1.0 and stats.sampled_out > 0
+        assert scope.stopped is None  # sampling kept it under the breaker
+
+
+def test_rate_breaker_trips_when_sampling_reaches_its_floor(node: elixirscope.Node) -> None:
+    with elixirscope.attach(node, max_events_per_second=500, min_sample_rate=0.5,
+                            max_queue_len=10**7) as scope:
+        scope.trace("es_traced", "full")
+        flood(node)
+        assert wait_stopped(scope).reason == "max_events_per_second"
+
+
+def test_cpu_limit_without_os_mon_is_reported_not_enforced(node: elixirscope.Node) -> None:
+    with elixirscope.attach(node, max_cpu_percent=1) as scope:
+        assert any("will not be enforced" in line for line in scope.capabilities.degraded)
+        scope.trace("es_traced", "basic")
+        node.rpc("es_traced", "call_many", [100, 1])
+        time.sleep(0.5)
+        assert scope.stopped is None
+
+
+def test_cpu_limit_with_os_mon(code: bytes) -> None:
+    with start_bare("erl", name_prefix="t_osmon") as beam, \
+            elixirscope.connect(beam.name, beam.cookie) as node:
+        load_fixture(node, code)
+        erl(node, "application:ensure_all_started(os_mon), timer:sleep(500)")
+        with elixirscope.attach(node, max_cpu_percent=0) as scope:
+            assert scope.capabilities.os_mon
+            assert not any("cpu" in line for line in scope.capabilities.degraded)
+            scope.trace("es_traced", "basic")
+            assert wait_stopped(scope).reason == "max_cpu_percent"
+
+
+def test_a_killed_relay_is_cleaned_up_by_the_watcher(node: elixirscope.Node) -> None:
+    with elixirscope.attach(node) as scope:
+        scope.trace("es_traced", "full")
+        server = node.rpc("erlang", "spawn", [Atom("es_traced"), Atom("echo_server"), []])
+        scope.trace_process(server)
+        node.rpc("erlang", "exit", [scope.ascope.relay, Atom("kill")])
+        stopped = wait_stopped(scope)
+        assert "relay exit (:killed)" in str(stopped)
+        state = wait_clean(node, ALL_MFAS)
+        assert state == clean_state(ALL_MFAS)
+        node.send(server, Atom("stop"))
+
+
+def test_the_relay_heap_limit_kills_only_the_relay(node: elixirscope.Node) -> None:
+    with elixirscope.attach(node, max_relay_heap_mb=1, max_queue_len=10**7,
+                            max_events_per_second=float("inf")) as scope:
+        scope.trace("es_traced", "full")
+        flood(node)
+        stopped = wait_stopped(scope)
+        assert "relay exit (:killed)" in str(stopped)
+    assert node.rpc("erlang", "is_alive", []) is True
+
+
+def test_other_tracers_are_respected_unless_forced(node: elixirscope.Node) -> None:
+    erl(node, "{ok, _} = dbg:tracer(), {ok, _} = dbg:p(all, c)")
+    try:
+        with elixirscope.attach(node) as scope:
+            with pytest.raises(elixirscope.TraceError, match="dbg") as refused:
+                scope.trace("es_traced")
+            assert "force=True" in str(refused.value)
+            scope.trace("es_traced", force=True)
+    finally:
+        erl(node, "dbg:stop_clear()")
+
+
+def test_a_node_without_the_compiler_gets_a_clear_error() -> None:
+    with start_bare("erl", name_prefix="t_nocomp") as beam, \
+            elixirscope.connect(beam.name, beam.cookie) as node:
+        erl(node, "code:del_path(filename:join(code:lib_dir(compiler), \"ebin\")), "
+                  "code:delete(compile), code:purge(compile)")
+        with pytest.raises(AgentLoadError, match="no compiler application") as error:
+            elixirscope.attach(node)
+        assert "extra_applications" in str(error.value)
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    import elixirscope
+    from elixirscope.etf import Atom
+    scope = elixirscope.attach(sys.argv[1], sys.argv[2])
+    scope.trace("es_traced", "full")
+    server = scope.node.rpc("erlang", "whereis", [Atom("es_safe_server")])
+    scope.trace_process(server, include_children=True)
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def attached_child(beam: BeamNode) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, beam.name, beam.cookie],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.strip() == "ready", child.stderr.read() if child.stderr else ""
+    return child
+
+
+@pytest.fixture
+def server(node: elixirscope.Node) -> Iterator[None]:
+    erl(node, "register(es_safe_server, spawn(es_traced, echo_server, []))")
+    yield
+    node.send("es_safe_server", Atom("stop"))
+
+
+@pytest.mark.usefixtures("server")
+def test_nothing_is_left_when_the_python_process_is_killed(
+        beam: BeamNode, node: elixirscope.Node) -> None:
+    child = attached_child(beam)
+    assert wait_clean(node, ALL_MFAS, timeout=0.5)["agent_loaded"]
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert wait_clean(node, ALL_MFAS) == clean_state(ALL_MFAS)
+
+
+def test_nothing_is_left_when_the_network_goes_silent(code: bytes) -> None:
+    with start_bare("erl", name_prefix="t_silent",
+                    extra_args=["-kernel", "net_ticktime", "4"]) as beam, \
+            elixirscope.connect(beam.name, beam.cookie) as node:
+        load_fixture(node, code)
+        erl(node, "register(es_safe_server, spawn(es_traced, echo_server, []))")
+        child = attached_child(beam)
+        os.kill(child.pid, signal.SIGSTOP)  # no ticks, no FIN: the node must notice itself
+        try:
+            state = wait_clean(node, ALL_MFAS, timeout=20)  # net_ticktime is 4 s here
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        assert state == clean_state(ALL_MFAS)
+
+
+def test_sessions_have_their_own_agent_and_refuse_each_others_processes(
+        node: elixirscope.Node) -> None:
+    first = elixirscope.attach(node)
+    second = elixirscope.attach(node)
+    first.trace("es_traced", "basic")
+    # On OTP 25 a process has one tracer: the second session must not take it over.
+    with pytest.raises(elixirscope.TraceError, match="another ElixirScope session"):
+        second.trace_function("es_traced", "add", 2)
+    assert first.ascope.module != second.ascope.module
+    first.close()
+    time.sleep(0.5)
+    assert node.rpc("code", "is_loaded", [first.ascope.module]) is False
+    assert node.rpc("code", "is_loaded", [second.ascope.module]) is not False
+    second.trace_function("es_traced", "add", 2)
+    node.rpc("es_traced", "add", [1, 1])
+    assert [e.value for e in second.events(timeout=1) if e.kind == "call"] == [[1, 1]]
+    second.close()
+
+
+def test_agent_source_ships_in_the_package() -> None:
+    from elixirscope.agent.loader import agent_source, session_module
+
+    module = session_module()
+    assert session_module() != module
+    source = agent_source(module)
+    assert f"-module({module})." in source
+    assert "?" not in source.replace("'?'", "")  # no macros: compiled without epp
+    assert Path(elixirscope.__file__).parent.joinpath("agent", "elixirscope_agent.erl").exists()
