@@ -1,0 +1,10 @@
+-module(kv_app).
+-behaviour(application).
+
+-export([start/2, stop/1]).
+
+start(_Type, _Args) ->
+    kv_sup:start_link().
+
+stop(_State) ->
+    ok.
