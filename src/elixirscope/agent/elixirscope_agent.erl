@@ -496,8 +496,7 @@ record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St0) ->
                OrigSize:32, Len:32>>,
     N = St2#st.buf_n + 1,
     Bytes = St2#st.buf_bytes + 30 + Len,
-    BufRefs = lists:foldl(fun(R, Acc) -> Acc#{R => maps:get(R, Acc, 0) + 1} end,
-                          St2#st.buf_refs, Refs),
+    BufRefs = count_refs(Refs, St2#st.buf_refs),
     St3 = St2#st{buf = [Header | St2#st.buf], payloads = [Payload | St2#st.payloads],
                  buf_n = N, buf_bytes = Bytes, buf_refs = BufRefs,
                  kept = St2#st.kept + 1, window_kept = St2#st.window_kept + 1,
@@ -511,6 +510,13 @@ record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St0) ->
            St3#st{flush_timer = {T, Ref}};
        true ->
            St3
+    end.
+
+count_refs([], Counts) -> Counts;
+count_refs([R | Rest], Counts) ->
+    case Counts of
+        #{R := N} -> count_refs(Rest, Counts#{R := N + 1});
+        _ -> count_refs(Rest, Counts#{R => 1})
     end.
 
 encode_payload(Value, Max) ->

@@ -19,7 +19,7 @@ from typing import Any
 
 from elixirscope.errors import ProtocolError
 from elixirscope.etf import Atom, Pid
-from elixirscope.tracing.events import KINDS, OTHER_IS_CALLER, Mfa, TraceEvent
+from elixirscope.tracing.events import KIND_NAMES, OTHER_IS_CALLER, Mfa, TraceEvent
 
 HEADER = struct.Struct(">BBIqIIII")
 BATCH = Atom("es_batch")
@@ -74,7 +74,7 @@ class BatchDecoder:
             raise ProtocolError("an agent batch ends inside a record header")
         events: list[TraceEvent] = []
         append = events.append
-        pids, mfas, kinds = self.pids, self.mfas, KINDS
+        pids, mfas, kinds = self.pids, self.mfas, KIND_NAMES
         node, offset_ns = self.node, self.offset_ns
         position = 0
         try:
@@ -89,11 +89,11 @@ class BatchDecoder:
                     other_value = mfas.get(other)
                 else:
                     other_value = pids.get(other)
-                append(TraceEvent(kinds.get(kind, f"kind{kind}"), node, pids[pid], timestamp,
+                append(TraceEvent(kinds[kind], node, pids[pid], timestamp,
                                   mfas.get(mfa) if mfa else None, other_value,
                                   payloads[start:position], flags, original, offset_ns))
-        except KeyError as exc:
-            raise ProtocolError(f"an agent batch names an unknown pid or function ({exc})"
+        except (KeyError, IndexError) as exc:
+            raise ProtocolError(f"an agent batch names an unknown kind, pid or function ({exc})"
                                 ) from None
         if position != len(payloads):
             raise ProtocolError("an agent batch's payloads do not add up to its records")

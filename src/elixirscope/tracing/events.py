@@ -13,6 +13,7 @@ KINDS = {
     13: "getting_unlinked", 14: "register", 15: "unregister", 16: "return_to",
 }
 KIND_CODES = {name: code for code, name in KINDS.items()}
+KIND_NAMES = tuple(KINDS.get(code, f"kind{code}") for code in range(max(KINDS) + 1))
 
 TRUNCATED = 1
 TARGET_NOT_PID = 2
