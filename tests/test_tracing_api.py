@@ -195,6 +195,19 @@ def test_process_by_name_with_register_and_send_to_dead(node: elixirscope.Node,
     assert to_dead.value == Atom("late") and to_dead.peer == dead
 
 
+def test_links_and_unlinks(node: elixirscope.Node, scope: elixirscope.Scope) -> None:
+    linker = erl(node, "spawn(fun() -> receive {go, P} -> link(P), unlink(P), "
+                       "receive stop -> ok end end end)")
+    other = node.rpc("erlang", "spawn", [Atom("es_traced"), Atom("echo_server"), []])
+    scope.trace_process(linker, include=("lifecycle",))
+    node.send(linker, (Atom("go"), other))
+    events = collect(scope, lambda evs: "unlink" in kinds(evs))
+    assert [(e.kind, e.peer) for e in events if e.kind in ("link", "unlink")] == [
+        ("link", other), ("unlink", other)]
+    node.send(linker, Atom("stop"))
+    node.send(other, Atom("stop"))
+
+
 def test_children_are_sampled_per_process(node: elixirscope.Node,
                                           scope: elixirscope.Scope) -> None:
     box = node.mailbox()

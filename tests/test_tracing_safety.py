@@ -137,6 +137,35 @@ def test_rate_breaker_trips_when_sampling_reaches_its_floor(node: elixirscope.No
         assert wait_stopped(scope).reason == "max_events_per_second"
 
 
+def test_a_busy_connection_makes_the_agent_drop_and_count_never_wait(
+        beam: BeamNode, node: elixirscope.Node) -> None:
+    # The scope has its own connection, which stops reading: the node's distribution
+    # buffer fills, and the relay's nosuspend sends fail and are counted.
+    with elixirscope.attach(beam.name, beam.cookie, max_queue_len=10**7) as scope:
+        scope.trace("es_traced", "full")
+        scope.node.run(_pause(scope))
+        try:
+            started = time.monotonic()
+            assert node.rpc("es_traced", "call_many", [100_000, 1], timeout=60) == Atom("ok")
+            workload_seconds = time.monotonic() - started
+        finally:
+            scope.node.run(_resume(scope))
+        delivered = sum(1 for _ in scope.events(timeout=1))
+        counters = {str(k): v for k, v in scope.status()[Atom("counters")].items()}
+        assert counters["dropped"] > 0, counters
+        assert counters["kept"] == delivered + counters["dropped"]
+        assert scope.ascope.lost_batches == 0
+        assert workload_seconds < 30  # the traced code never waited on the consumer
+
+
+async def _pause(scope: elixirscope.Scope) -> None:
+    scope.ascope.node.pause_reading()
+
+
+async def _resume(scope: elixirscope.Scope) -> None:
+    scope.ascope.node.resume_reading()
+
+
 def test_cpu_limit_without_os_mon_is_reported_not_enforced(node: elixirscope.Node) -> None:
     with elixirscope.attach(node, max_cpu_percent=1) as scope:
         assert any("will not be enforced" in line for line in scope.capabilities.degraded)

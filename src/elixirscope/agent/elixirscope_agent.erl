@@ -583,8 +583,11 @@ flush(St0) ->
     case erlang:send(St#st.owner, Batch, [nosuspend]) of
         ok -> Sent#st{traces = Counted(captured)};
         _Busy ->
-            %% The index entries of a dropped batch are sent again with the next one.
-            Sent#st{dropped = St#st.dropped + St#st.buf_n, traces = Counted(dropped),
+            %% Counted as dropped, not as a gap: the sequence number only advances
+            %% with batches that left, so a gap Python sees is loss nobody counted.
+            %% The index entries of a dropped batch go again with the next one.
+            Sent#st{seq = St#st.seq, dropped = St#st.dropped + St#st.buf_n,
+                    traces = Counted(dropped),
                     new_pids = St#st.new_pids, new_mfas = St#st.new_mfas}
     end.
 

@@ -375,6 +375,15 @@ class AsyncNode:
 
     # --- the connection -------------------------------------------------------------
 
+    def pause_reading(self) -> None:
+        """Stops reading from the node: TCP pushes back until the node's distribution
+        buffer is busy, which is how a slow consumer makes the agent drop batches
+        (counted) instead of piling them up in this process."""
+        self._writer.transport.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_reading(self) -> None:
+        self._writer.transport.resume_reading()  # type: ignore[attr-defined]
+
     def _check_open(self) -> None:
         if self.closed.done():
             raise self.closed.result()
