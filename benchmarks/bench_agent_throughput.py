@@ -29,6 +29,7 @@ from benchmarks._beam_workload import (
     ARITY,
     FUNCTION,
     MODULE,
+    NO_BREAKER,
     WORKLOAD,
     load_workload,
     median,
@@ -50,14 +51,7 @@ SYNC_CALLS = 20_000
 SYNC_ROUNDS = 3
 IDLE_TIMEOUT = 1.0
 GOAL = 0.8
-UNLIMITED = float("inf")
-# Nothing sampled out and no breaker: every call is an event the pipeline must carry.
-LIMITS: dict[str, float | None] = {
-    "max_events_per_second": UNLIMITED,
-    "max_events": UNLIMITED,
-    "max_queue_len": UNLIMITED,
-    "max_relay_heap_mb": 4096,
-}
+LIMITS = NO_BREAKER
 COUNTERS = ("received", "kept", "dropped", "sampled_out")
 
 
