@@ -28,7 +28,7 @@ def erlang_rpc_call_us(caller: Node, target: str) -> float:
         "F = fun Loop(0) -> ok; Loop(K) -> rpc:call(T, erlang, node, []), Loop(K - 1) end, "
         "{Us, ok} = timer:tc(fun() -> F(N) end), Us / N"
     )
-    return float(eval_erlang(caller, expression))
+    return float(caller.run(eval_erlang(caller.anode, expression)))
 
 
 def erlang_rex_call_us(caller: Node, target: str) -> float:
@@ -39,7 +39,7 @@ def erlang_rex_call_us(caller: Node, target: str) -> float:
         "C(), F = fun Loop(0) -> ok; Loop(K) -> C(), Loop(K - 1) end, "
         "{Us, ok} = timer:tc(fun() -> F(N) end), Us / N"
     )
-    return float(eval_erlang(caller, expression))
+    return float(caller.run(eval_erlang(caller.anode, expression)))
 
 
 def python_sync_us(node: Node) -> float:
