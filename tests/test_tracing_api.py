@@ -312,6 +312,11 @@ def test_set_limits_at_run_time_and_breaker(node: elixirscope.Node,
         scope.trace("es_traced")
     assert node.rpc("erlang", "trace_info", [(Atom("es_traced"), Atom("add"), 2),
                                               Atom("traced")]) == (Atom("traced"), False)
+    scope.reset_breaker()  # the event limit counts again from here
+    assert scope.list_traces() == [] and scope.stopped is None
+    scope.trace_function("es_traced", "add", 2)
+    node.rpc("es_traced", "add", [5, 5])
+    assert values(collect(scope, bool), "call") == [[5, 5]]
 
 
 def test_validation_of_arguments(scope: elixirscope.Scope) -> None:

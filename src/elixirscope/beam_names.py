@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from elixirscope.errors import InvalidName
-from elixirscope.etf import Atom, Pid
+from elixirscope.etf import Atom
 
 _ELIXIR_ALIAS = re.compile(r"^(Elixir\.)?[A-Z][A-Za-z0-9_]*(\.[A-Z][A-Za-z0-9_]*)*$")
 _PID_TEXT = re.compile(r"^\s*(?:#PID)?<(\d+)\.(\d+)\.(\d+)>\s*$")
@@ -54,5 +54,6 @@ def parse_pid_text(text: str) -> tuple[int, int, int] | None:
     return a, b, c
 
 
-def pid_display(pid: Pid) -> str:
-    return f"#PID<0.{pid.id}.{pid.serial}>"
+def mfa_display(module: str, function: str, arity: int) -> str:
+    """``Bank.Account.handle_call/3`` or ``:gen_server.loop/7``."""
+    return f"{module_display(module)}.{function}/{arity}"

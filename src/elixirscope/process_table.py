@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from elixirscope.beam_names import module_display
+from elixirscope.beam_names import mfa_display
 from elixirscope.dist.node import Node
 from elixirscope.elixir_format import inspect
 from elixirscope.etf import Atom, Export, Pid
@@ -65,16 +65,15 @@ def _row(pid: Pid, info: list[tuple[Atom, Any]]) -> ProcessRow:
     return ProcessRow(
         pid=f"#PID<0.{pid.id}.{pid.serial}>",
         name=inspect(name) if isinstance(name, Atom) else "",
-        current_function=mfa_display(items.get("current_function")),
-        initial_call=mfa_display(initial),
+        current_function=_mfa(items.get("current_function")),
+        initial_call=_mfa(initial),
         mailbox=int(items.get("message_queue_len", 0)),
         memory=int(items.get("memory", 0)),
         reductions=int(items.get("reductions", 0)),
     )
 
 
-def mfa_display(mfa: Any) -> str:
-    """``Bank.Account.handle_call/3`` or ``:gen_server.loop/7``."""
+def _mfa(mfa: Any) -> str:
     if isinstance(mfa, tuple) and len(mfa) == 3 and isinstance(mfa[0], Atom):
-        return f"{module_display(mfa[0])}.{mfa[1]}/{mfa[2]}"
+        return mfa_display(*mfa)
     return "" if mfa is None else inspect(mfa)

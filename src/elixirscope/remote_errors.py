@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from elixirscope.beam_names import module_display
+from elixirscope.beam_names import mfa_display, module_display
 from elixirscope.elixir_format import inspect
 from elixirscope.etf import Atom
 
@@ -196,7 +196,10 @@ def format_stack_entry(entry: Any) -> str:
 
 
 def _mfa_text(entry: tuple[Any, ...]) -> str:
+    """``Mod.fun/2``, or ``Mod.fun(arg1, arg2)`` when the stack entry has arguments."""
     module, function, arity = entry[0], entry[1], entry[2]
+    if isinstance(module, Atom) and isinstance(function, Atom) and not isinstance(arity, list):
+        return mfa_display(module, function, arity)
     prefix = module_display(str(module)) if isinstance(module, Atom) else inspect(module)
     name = str(function) if isinstance(function, Atom) else inspect(function)
     if isinstance(arity, list):

@@ -55,7 +55,8 @@
     applied_patterns = #{},
     applied_flags = #{},
     flush_timer = undefined,
-    stop_notice = undefined
+    stop_notice = undefined,
+    kept_base = 0
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -610,7 +611,7 @@ check_limits(St0) ->
     {message_queue_len, Queue} = process_info(self(), message_queue_len),
     Checks = [
         {max_duration_s, fun(Max) -> (Now - St#st.started_at) >= Max * 1000 end},
-        {max_events, fun(Max) -> St#st.kept >= Max end},
+        {max_events, fun(Max) -> St#st.kept - St#st.kept_base >= Max end},
         {max_queue_len, fun(Max) -> Queue >= Max end},
         {max_events_per_second,
          fun(Max) -> St#st.window_rate > Max andalso
@@ -718,8 +719,10 @@ handle_request(emergency_stop, St0) ->
     Stopped = [summary(R, T#{status => stopped}) || {R, T} <- maps:to_list(St#st.traces)],
     {{ok, Stopped}, St#st{traces = #{}, routes_version = St#st.routes_version + 1}};
 handle_request(reset_breaker, St) ->
+    %% A new start: the event and duration limits count from here.
     St#st.watcher ! rearm,
-    {ok, St#st{tripped = false, traces = #{}, adaptive = 1.0,
+    {ok, St#st{tripped = false, traces = #{}, adaptive = 1.0, kept_base = St#st.kept,
+               routes_version = St#st.routes_version + 1,
                started_at = erlang:monotonic_time(millisecond)}};
 handle_request(status, St) ->
     {#{counters => counters(St), limits => St#st.limits, tripped => St#st.tripped,

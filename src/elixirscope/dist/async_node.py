@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from elixirscope.beam_names import function_atom, module_atom, module_display
+from elixirscope.beam_names import function_atom, mfa_display, module_atom
 from elixirscope.dist import epmd, protocol, rex
 from elixirscope.dist.cookie import Cookie, resolve_cookie
 from elixirscope.dist.handshake import ClientHandshake, Peer
@@ -360,7 +360,7 @@ class AsyncNode:
                     await call.capture.flush()
             except TimeoutError:
                 raise RpcTimeout(
-                    f"{mfa_text(mfa)} on {self.name} did not answer within {timeout:g} s"
+                    f"{mfa_display(*mfa)} on {self.name} did not answer within {timeout:g} s"
                 ) from None
             finally:
                 self._calls.pop(tag, None)
@@ -544,6 +544,3 @@ class AsyncNode:
         state = "closed" if self.closed.done() else "connected"
         return f"<AsyncNode {self.name} as {self.own_name} {state}>"
 
-
-def mfa_text(mfa: tuple[Atom, Atom, int]) -> str:
-    return f"{module_display(mfa[0])}.{mfa[1]}/{mfa[2]}"

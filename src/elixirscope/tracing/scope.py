@@ -14,7 +14,13 @@ from types import TracebackType
 from typing import Any, Literal
 
 from elixirscope.agent.loader import load_agent
-from elixirscope.beam_names import function_atom, module_atom, module_display, parse_pid_text
+from elixirscope.beam_names import (
+    function_atom,
+    mfa_display,
+    module_atom,
+    module_display,
+    parse_pid_text,
+)
 from elixirscope.dist.async_node import AsyncNode, Mailbox
 from elixirscope.dist.cookie import Cookie
 from elixirscope.dist.node import Node, connect
@@ -204,6 +210,11 @@ class AsyncScope:
         """Asks the agent to send what it has buffered now."""
         await self._request(Atom("flush"))
 
+    async def reset_breaker(self) -> None:
+        """After a trip: forgets the stopped traces so new ones can start."""
+        await self._request(Atom("reset_breaker"))
+        self.stopped = None
+
     async def _start(self, spec: dict[str, Any]) -> int:
         ref = next(self._refs)
         request = (Atom("trace"), ref, {Atom(key): value for key, value in spec.items()})
@@ -343,6 +354,9 @@ class Scope:
     def flush(self) -> None:
         self.node.run(self.ascope.flush())
 
+    def reset_breaker(self) -> None:
+        self.node.run(self.ascope.reset_breaker())
+
     def status(self) -> dict[Any, Any]:
         return self.node.run(self.ascope.status())
 
@@ -436,8 +450,7 @@ def _trace_info(item: dict[Any, Any]) -> TraceInfo:
     if kind == "module":
         target = module_display(fields["module"])
     elif kind == "function":
-        target = (f"{module_display(fields['module'])}.{fields['function']}/"
-                  f"{fields['arity']}")
+        target = mfa_display(fields["module"], fields["function"], fields["arity"])
     else:
         target = inspect(fields.get("pid"))
     status = fields.get("status")
@@ -462,8 +475,8 @@ def _trace_error(reply: Any, node: str) -> ElixirScopeError:
                                   f"{node} and could not be loaded")
             if tag == "unknown_function":
                 _, module, function, arity = reason
-                return TraceError(f"{module_display(module)}.{function}/{arity} does not "
-                                  f"exist on {node}")
+                return TraceError(f"{mfa_display(module, function, arity)} does not exist "
+                                  f"on {node}")
             if tag == "no_process":
                 return TraceError(f"no process {inspect(reason[1])} on {node}")
             if tag == "traced_by_others":
