@@ -77,6 +77,13 @@ def test_eval_erlang(erl_node: BeamNode) -> None:
     assert "cannot parse the expression" in one_sentence_error(syntax)
 
 
+def test_name_sets_our_hidden_node_name(elixir_node: BeamNode) -> None:
+    result = run("eval", elixir_node.name, "--cookie", elixir_node.cookie,
+                 "--name", "es_cli_probe", "Node.list(:hidden)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"[:es_cli_probe@{elixir_node.host}]"
+
+
 def test_eval_on_a_node_without_elixir_suggests_erlang(erl_node: BeamNode) -> None:
     result = run("eval", erl_node.name, "--cookie", erl_node.cookie, "1 + 1")
     assert "use --erlang" in one_sentence_error(result)

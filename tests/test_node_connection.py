@@ -14,6 +14,7 @@ from elixirscope.errors import (
     AuthenticationFailed,
     ConnectionLost,
     HostUnreachable,
+    NameRefused,
     NodeNotFound,
     RemoteError,
     RpcTimeout,
@@ -140,6 +141,16 @@ def test_monitor_reports_the_exit_reason(node: elixirscope.Node) -> None:
     assert node.monitor("no_such_registered_name").wait(timeout=5) == Atom("noproc")
 
 
+def test_demonitor_stops_the_down_message(node: elixirscope.Node) -> None:
+    pid = sleeper(node)
+    box = node.mailbox()
+    monitor = node.monitor(pid, box)
+    node.demonitor(monitor)
+    node.rpc("erlang", "exit", [pid, Atom("kill")])
+    with pytest.raises(TimeoutError):
+        box.receive(timeout=0.5)
+
+
 def test_link_delivers_exit_and_unlink_stops_it(node: elixirscope.Node) -> None:
     box = node.mailbox()
     first, second = sleeper(node), sleeper(node)
@@ -179,6 +190,15 @@ def test_wrong_cookie_is_refused_without_showing_either_cookie(erl_node: BeamNod
     assert "rejected our cookie" in str(error.value)
     assert "not-the-cookie" not in str(error.value)
     assert erl_node.cookie not in str(error.value)
+
+
+def test_a_node_that_allows_only_others_refuses_our_name() -> None:
+    with start_bare("erl", name_prefix="t_allow") as beam, \
+            elixirscope.connect(beam.name, beam.cookie) as first:
+        assert first.rpc("net_kernel", "allow", [[Atom("somebody@elsewhere")]]) == Atom("ok")
+        with pytest.raises(NameRefused, match="does not allow connections from"):
+            elixirscope.connect(beam.name, beam.cookie)
+        assert first.connected
 
 
 def test_unknown_node_names_the_known_ones(erl_node: BeamNode) -> None:
