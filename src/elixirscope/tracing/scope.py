@@ -38,7 +38,9 @@ STOPPED = Atom("es_stopped")
 DOWN = Atom("DOWN")
 OK = Atom("ok")
 ERROR = Atom("error")
-_QUEUE_BATCHES = 4096
+# Batches waiting for a consumer (up to ~500k events, tens of MB); past that the
+# newest are dropped and counted in ``python_dropped``.
+_QUEUE_BATCHES = 256
 
 
 class TraceError(ElixirScopeError):
