@@ -243,7 +243,7 @@ def test_overlapping_traces_keep_shared_patterns_until_both_stop(
     second = scope.trace("es_traced", "basic")
     traced = (Atom("es_traced"), Atom("add"), 2)
     scope.stop_trace(second)
-    assert node.rpc("erlang", "trace_info", [traced, Atom("traced")])[1] != False  # noqa: E712
+    assert node.rpc("erlang", "trace_info", [traced, Atom("traced")])[1] is not False
     node.rpc("es_traced", "add", [7, 7])
     assert values(collect(scope, bool), "call") == [[7, 7]]
     stopped = scope.stop_trace(first)

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from elixirscope.beam_names import function_atom, mfa_display, module_atom
 from elixirscope.dist import epmd, protocol, rex
@@ -379,10 +379,10 @@ class AsyncNode:
         """Stops reading from the node: TCP pushes back until the node's distribution
         buffer is busy, which is how a slow consumer makes the agent drop batches
         (counted) instead of piling them up in this process."""
-        self._writer.transport.pause_reading()  # type: ignore[attr-defined]
+        cast(asyncio.Transport, self._writer.transport).pause_reading()
 
     def resume_reading(self) -> None:
-        self._writer.transport.resume_reading()  # type: ignore[attr-defined]
+        cast(asyncio.Transport, self._writer.transport).resume_reading()
 
     def _check_open(self) -> None:
         if self.closed.done():
