@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import time
 
@@ -12,6 +14,7 @@ import elixirscope
 from elixirscope.dist.async_node import AsyncNode
 from elixirscope.errors import (
     AuthenticationFailed,
+    ConnectError,
     ConnectionLost,
     HostUnreachable,
     NameRefused,
@@ -216,6 +219,18 @@ def test_unreachable_host(monkeypatch: pytest.MonkeyPatch) -> None:
         elixirscope.connect("app@127.0.0.1", "cookie", timeout=3)
     with pytest.raises(HostUnreachable, match=r"cannot reach EPMD on no-such-host\.invalid"):
         elixirscope.connect("app@no-such-host.invalid", "cookie", timeout=3)
+
+
+def test_a_frozen_node_is_a_timeout_not_a_hang() -> None:
+    with start_bare("erl", name_prefix="t_frozen") as beam:
+        os.kill(beam.os_pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ConnectError, match="did not finish the handshake within 2 s"):
+                elixirscope.connect(beam.name, beam.cookie, timeout=2)
+            assert time.monotonic() - started < 6
+        finally:
+            os.kill(beam.os_pid, signal.SIGCONT)
 
 
 def test_cookie_from_environment(erl_node: BeamNode, monkeypatch: pytest.MonkeyPatch) -> None:
