@@ -14,11 +14,10 @@ from tracing_support import (
     ALL_MFAS,
     clean_state,
     collect,
-    compile_fixture,
     drain,
     erl,
     kinds,
-    load_fixture,
+    start_traced,
     values,
     wait_clean,
 )
@@ -32,11 +31,8 @@ FAIL = ("es_traced", "fail", 1)
 
 
 @pytest.fixture(scope="module")
-def beam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BeamNode]:
-    code = compile_fixture(tmp_path_factory.mktemp("beam"))
-    with start_bare("erl", name_prefix="t_trace") as node:
-        with elixirscope.connect(node.name, node.cookie) as conn:
-            load_fixture(conn, code)
+def beam(traced_code: bytes) -> Iterator[BeamNode]:
+    with start_traced(traced_code, "t_trace") as node:
         yield node
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import elixirscope
 from elixirscope.etf import Atom
 from elixirscope.remote_eval import eval_erlang
+from elixirscope.sample_nodes import BeamNode, start_bare
 
 BEAM_SOURCES = Path(__file__).parent / "beam"
 ALL_MFAS = [("es_traced", "add", 2), ("es_traced", "helper", 1), ("es_traced", "fail", 1),
@@ -27,6 +29,16 @@ def compile_fixture(out_dir: Path, name: str = "es_traced") -> bytes:
 def load_fixture(node: elixirscope.Node, beam: bytes, name: str = "es_traced") -> None:
     loaded = node.rpc("code", "load_binary", [Atom(name), list(f"{name}.erl".encode()), beam])
     assert loaded == (Atom("module"), Atom(name)), loaded
+
+
+@contextlib.contextmanager
+def start_traced(code: bytes, name_prefix: str, extra_args: Sequence[str] = ()
+                 ) -> Iterator[BeamNode]:
+    """A bare Erlang node with the es_traced module loaded."""
+    with start_bare("erl", name_prefix=name_prefix, extra_args=extra_args) as beam:
+        with elixirscope.connect(beam.name, beam.cookie) as conn:
+            load_fixture(conn, code)
+        yield beam
 
 
 def erl(node: elixirscope.Node, expression: str, **bindings: Any) -> Any:
