@@ -275,7 +275,8 @@ on_trace(Msg, St0) ->
                                            none -> {0, St1};
                                            _ -> caller_index(Caller, St1)
                                        end,
-                    Flags = if Caller =:= none -> 0; true -> 4 end,
+                    Flags = (if Caller =:= none -> 0; true -> 4 end) bor
+                        (if is_tuple(Rate) -> 8; true -> 0 end),
                     record(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload, Refs, St2)
             end;
         {Kind, Pid, Mfa, Value, Ts} when Kind =:= return; Kind =:= exception ->
@@ -346,6 +347,15 @@ other(Pid, Value, St) when is_pid(Pid) ->
     {Idx, St1} = pid_index(Pid, St),
     {Idx, 0, Value, St1};
 other(Port, Value, St) when is_port(Port) -> {0, 2, {Port, Value}, St};
+other(Name, Value, St) when is_atom(Name) ->
+    %% Resolved now rather than at the send: a name that moved in between is rare
+    %% and the receiver is what correlation needs.
+    case whereis(Name) of
+        Pid when is_pid(Pid) ->
+            {Idx, St1} = pid_index(Pid, St),
+            {Idx, 2, {Name, Value}, St1};
+        _ -> {0, 2, {Name, Value}, St}
+    end;
 other(Name, Value, St) -> {0, 2, {Name, Value}, St}.
 
 caller_index({M, F, A}, St) when is_atom(M), is_atom(F), is_integer(A) ->
@@ -435,7 +445,9 @@ call_route(Mfa, Pid, St) ->
                               {rejected, _} -> [];
                               Member -> Member
                           end,
-            {{1.0, true, ProcessRefs}, St1};
+            %% A process trace's call pattern always asks for returns.
+            Rate = case ProcessRefs of [] -> 1.0; _ -> {stack, 1.0} end,
+            {{Rate, true, ProcessRefs}, St1};
         _ -> {{Rate, WantArgs, Refs}, St1}
     end.
 
@@ -482,8 +494,9 @@ mfa_index(Mfa, St = #st{mfas = Mfas}) ->
 %% One record: a 30-byte header in one block,
 %%   <<Kind:8, Flags:8, Pid:32, Ts:64/signed, Mfa:32, Other:32, OrigSize:32, Len:32>>,
 %% and its payload (Len bytes) in a second block, so Python reads all headers at once.
-%% Flags: 1 payload truncated, 2 payload is {Target, Value} (target not a pid),
-%%        4 Other is the caller's MFA index.
+%% Flags: 1 payload truncated, 2 payload is {Target, Value} (target not a pid; Other
+%%        is the process the name resolved to, or 0), 4 Other is the caller's MFA
+%%        index, 8 a return or exception will follow this call.
 record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St0) ->
     {PidIdx, St1} = pid_index(Pid, St0),
     {MfaIdx, St2} = case Mfa of

@@ -11,7 +11,14 @@ import sys
 
 import click
 
-from elixirscope.cli import demo_command, node_commands, output
+from elixirscope.cli import (
+    demo_command,
+    export_command,
+    node_commands,
+    output,
+    record_command,
+    recording_commands,
+)
 from elixirscope.errors import ElixirScopeError
 from elixirscope.version import __version__
 
@@ -23,7 +30,8 @@ def cli(debug: bool) -> None:
     """Execution-cinema, time-travel debugger for Elixir and Erlang systems."""
 
 
-for _commands in (demo_command, node_commands):
+for _commands in (demo_command, node_commands, record_command, recording_commands,
+                  export_command):
     _commands.register(cli)
 
 

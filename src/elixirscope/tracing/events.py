@@ -18,6 +18,7 @@ KIND_NAMES = tuple(KINDS.get(code, f"kind{code}") for code in range(max(KINDS) +
 TRUNCATED = 1
 TARGET_NOT_PID = 2
 OTHER_IS_CALLER = 4
+RETURN_EXPECTED = 8
 
 Mfa = tuple[Atom, Atom, int]
 

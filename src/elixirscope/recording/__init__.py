@@ -1,0 +1,1 @@
+"""Recording: capture pipeline, the recording file, correlation, queries and exports."""
