@@ -446,8 +446,8 @@ call_route(Mfa, Pid, St) ->
                               Member -> Member
                           end,
             %% A process trace's call pattern always asks for returns.
-            Rate = case ProcessRefs of [] -> 1.0; _ -> {stack, 1.0} end,
-            {{Rate, true, ProcessRefs}, St1};
+            ProcessRate = case ProcessRefs of [] -> 1.0; _ -> {stack, 1.0} end,
+            {{ProcessRate, true, ProcessRefs}, St1};
         _ -> {{Rate, WantArgs, Refs}, St1}
     end.
 

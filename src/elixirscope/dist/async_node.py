@@ -379,9 +379,13 @@ class AsyncNode:
         """Stops reading from the node: TCP pushes back until the node's distribution
         buffer is busy, which is how a slow consumer makes the agent drop batches
         (counted) instead of piling them up in this process."""
+        self._reading_paused = True
         cast(asyncio.Transport, self._writer.transport).pause_reading()
 
     def resume_reading(self) -> None:
+        self._reading_paused = False
+        # Silence while we were not reading says nothing about the node.
+        self._last_received = time.monotonic()
         cast(asyncio.Transport, self._writer.transport).resume_reading()
 
     def _check_open(self) -> None:
@@ -417,7 +421,7 @@ class AsyncNode:
             interval = self.tick_time / 4
             await asyncio.sleep(interval)
             now = time.monotonic()
-            if now - self._last_received > self.tick_time:
+            if not self._reading_paused and now - self._last_received > self.tick_time:
                 self._shutdown(ConnectionLost(
                     f"{self.name} stopped answering (nothing for {self.tick_time:g} s)"))
                 return

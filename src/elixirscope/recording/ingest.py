@@ -13,6 +13,7 @@ not through the ring buffer, so a chunk the ring drops never takes a pid with it
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,14 +126,17 @@ class BatchIngest:
     """Turns one node's agent batches into Arrow record batches (``EVENT_SCHEMA``)."""
 
     def __init__(self, node: str, node_id: int, offset_ns: int, dimensions: Dimensions,
-                 seq: SeqCounter) -> None:
+                 seq: SeqCounter, *, first_batch: int = 1,
+                 lookup: Callable[[int], Any] | None = None) -> None:
         self.node = node
         self.node_id = node_id
         self.offset_ns = offset_ns
         self.dimensions = dimensions
         self.seq = seq
         self.agent = AgentCounters()
-        self.next_batch = 1
+        self.next_batch = first_batch
+        # Index entries sent before this ingest started (a recording begun mid-session).
+        self._lookup = lookup
         self.lost_batches = 0
         self.events = 0
         self.last_ts: int | None = None
@@ -164,13 +168,25 @@ class BatchIngest:
             for index, pid in new_pids:
                 if not isinstance(pid, Pid):
                     raise ProtocolError("the agent sent a pid table entry that is not a pid")
-                self._pids = _grow(self._pids, index)
+                self._grow_to(index)
                 self._pids[index] = self.dimensions.pid_id(pid, self.node_id, self.node)
             for index, mfa in new_mfas:
-                self._mfas = _grow(self._mfas, index)
+                self._grow_to(index)
                 self._mfas[index] = self.dimensions.function_id(mfa)
         except (TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"the agent sent a malformed index table ({exc})") from None
+
+    def _grow_to(self, index: int) -> None:
+        """Both tables cover ``index`` (pids and functions share one index space)."""
+        if index < 1:
+            raise ProtocolError("the agent sent an index below 1")
+        if index < len(self._pids):
+            return
+        size = len(self._pids)
+        while size <= index:
+            size *= 2
+        self._pids = _grown(self._pids, size)
+        self._mfas = _grown(self._mfas, size)
 
     def _account(self, number: int, stats: Any, first_seq: int, records: np.ndarray) -> None:
         ts = int(records["ts"][0]) if len(records) else self.last_ts
@@ -197,6 +213,8 @@ class BatchIngest:
         if offsets[-1] != len(payloads):
             raise ProtocolError("an agent batch's payloads do not add up to its records")
         ts = records["ts"].astype(np.int64)
+        if self._lookup is not None:
+            self._learn_missing(records)
         try:
             pid_ids = self._pids[records["pid"]]
             mfa_ids = self._mfas[records["mfa"]]
@@ -235,6 +253,20 @@ class BatchIngest:
         ]
         return pa.RecordBatch.from_arrays(columns, schema=EVENT_SCHEMA)
 
+    def _learn_missing(self, records: np.ndarray) -> None:
+        indexes = np.unique(np.concatenate([records["pid"], records["mfa"], records["other"]]))
+        indexes = indexes[indexes > 0]
+        if not len(indexes):
+            return
+        self._grow_to(int(indexes[-1]))
+        unknown = indexes[(self._pids[indexes] == _NONE) & (self._mfas[indexes] == _NONE)]
+        if len(unknown):
+            assert self._lookup is not None
+            self._learn([(i, term) for i in unknown.tolist()
+                         if isinstance(term := self._lookup(i), Pid)],
+                        [(i, term) for i in unknown.tolist()
+                         if isinstance(term := self._lookup(i), tuple)])
+
     def _advance_hlc(self, wall: np.ndarray) -> np.ndarray:
         """h[i] = max(wall[i], h[i-1] + 1), vectorised: h[i] - i is a running maximum."""
         count = len(wall)
@@ -248,14 +280,7 @@ class BatchIngest:
         return hlc
 
 
-def _grow(table: np.ndarray, index: int) -> np.ndarray:
-    if index < 1:
-        raise ProtocolError("the agent sent an index below 1")
-    if index < len(table):
-        return table
-    size = len(table)
-    while size <= index:
-        size *= 2
+def _grown(table: np.ndarray, size: int) -> np.ndarray:
     grown = np.full(size, _NONE, dtype=np.int32)
     grown[: len(table)] = table
     return grown

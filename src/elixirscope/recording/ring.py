@@ -79,7 +79,7 @@ class RingBuffer:
         """Adds ``chunk``; returns how many of its events are dealt with, kept or
         dropped: all of them, except with ``block`` when the ring is full, where the
         caller waits for room and writes the rest, ``chunk.slice(done)``."""
-        count = chunk_count = chunk.num_rows
+        count = chunk_count = int(chunk.num_rows)
         if not count:
             return 0
         with self._cond:

@@ -56,13 +56,22 @@ class BatchDecoder:
         if seq != self.next_seq:
             self.lost_batches += seq - self.next_seq
         self.next_seq = seq + 1
+        self.learn(new_pids, new_mfas)
+        received, kept, dropped, sampled_out, adaptive = stats
+        self.stats = AgentStats(received, kept, dropped, sampled_out, float(adaptive))
+        return self._records(headers, payloads)
+
+    def learn(self, new_pids: Any, new_mfas: Any) -> None:
+        """Takes a batch's index entries. The session calls it for every batch as it
+        arrives, whoever consumes the batch, so the tables never miss an entry."""
         for index, pid in new_pids:
             self.pids[index] = pid
         for index, mfa in new_mfas:
             self.mfas[index] = mfa
-        received, kept, dropped, sampled_out, adaptive = stats
-        self.stats = AgentStats(received, kept, dropped, sampled_out, float(adaptive))
-        return self._records(headers, payloads)
+
+    def lookup(self, index: int) -> Pid | Mfa | None:
+        """The pid or function the agent numbered ``index``."""
+        return self.pids.get(index) or self.mfas.get(index)
 
     @staticmethod
     def count(batch: Any) -> int:

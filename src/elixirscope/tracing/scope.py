@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from elixirscope.agent.loader import load_agent
 from elixirscope.beam_names import (
@@ -27,6 +28,8 @@ from elixirscope.dist.node import Node, connect
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ElixirScopeError
 from elixirscope.etf import Atom, Pid
+from elixirscope.recording.recorder import Recorder
+from elixirscope.recording.ring import Overflow
 from elixirscope.tracing.batch import BATCH, AgentStats, BatchDecoder
 from elixirscope.tracing.events import TraceEvent
 from elixirscope.tracing.limits import Limits
@@ -41,6 +44,21 @@ ERROR = Atom("error")
 # Batches waiting for a consumer (up to ~500k events, tens of MB); past that the
 # newest are dropped and counted in ``python_dropped``.
 _QUEUE_BATCHES = 256
+
+
+class BatchSink(Protocol):
+    """Takes the agent's batches in place of ``events()`` (a recorder)."""
+
+    async def on_batch(self, batch: Any) -> None: ...
+
+    def on_stopped(self, stopped: TraceStopped) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Drained:
+    done: asyncio.Future[None]
 
 
 class TraceError(ElixirScopeError):
@@ -93,6 +111,9 @@ class AsyncScope:
         self.capabilities = capabilities
         self.stopped: TraceStopped | None = None
         self.python_dropped = 0
+        self.offset_ns = offset_ns
+        self.last_batch_seq = 0
+        self._sinks: list[BatchSink] = []
         self._inbox = inbox
         self._owns_node = owns_node
         self._decoder = BatchDecoder(node.name, offset_ns)
@@ -239,6 +260,8 @@ class AsyncScope:
                     if self.stopped is None:
                         counters = {str(k): v for k, v in message[2].items()}
                         self.stopped = TraceStopped(str(message[1]), counters)
+                        for sink in list(self._sinks):
+                            sink.on_stopped(self.stopped)
                         await self._batches.put(self.stopped)
                 elif isinstance(message, tuple) and message and message[0] == DOWN:
                     # The relay is gone (killed by its heap limit, or by someone); the
@@ -246,13 +269,31 @@ class AsyncScope:
                     if not self._closed and self.stopped is None:
                         reason = f"relay exit ({inspect(message[4])})"
                         self.stopped = TraceStopped(reason, {})
+                        for sink in list(self._sinks):
+                            sink.on_stopped(self.stopped)
                         await self._batches.put(self.stopped)
+                elif isinstance(message, tuple) and len(message) == 7 and message[0] == BATCH \
+                        and self._learn(message) and self._sinks:
+                    for sink in list(self._sinks):
+                        await sink.on_batch(message)
+                elif isinstance(message, _Drained):
+                    message.done.set_result(None)
                 elif isinstance(message, tuple) and message and message[0] == BATCH:
                     try:
                         self._batches.put_nowait(message)
                     except asyncio.QueueFull:
                         self.python_dropped += BatchDecoder.count(message)
         await self._batches.put(None)
+
+    def _learn(self, batch: tuple[Any, ...]) -> bool:
+        self.last_batch_seq = batch[1]
+        with contextlib.suppress(TypeError, ValueError):
+            self._decoder.learn(batch[2], batch[3])
+        return True
+
+    def lookup(self, index: int) -> Any:
+        """What the agent numbered ``index`` in this session (a pid or a function)."""
+        return self._decoder.lookup(index)
 
     async def next_batch(self, timeout: float | None = None) -> list[TraceEvent] | None:
         """The events of the next batch; ``None`` after ``timeout`` seconds without one
@@ -281,6 +322,29 @@ class AsyncScope:
     def stats(self) -> AgentStats:
         return self._decoder.stats
 
+    # --- recording ------------------------------------------------------------------
+
+    async def record(self, path: str | Path, *, capacity: int = 1 << 20,
+                     overflow: Overflow = "block", flush_interval: float = 1.0) -> Recorder:
+        """Records everything this scope traces into a new file at ``path``, in the
+        background, until the recorder is stopped or the scope closes. While a
+        recording runs, batches go to it rather than to ``events()``."""
+        return await Recorder.start(self, path, capacity=capacity, overflow=overflow,
+                                    flush_interval=flush_interval)
+
+    def add_sink(self, sink: BatchSink) -> None:
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: BatchSink) -> None:
+        with contextlib.suppress(ValueError):
+            self._sinks.remove(sink)
+
+    async def drain(self) -> None:
+        """Returns once every message that arrived before the call has been handled."""
+        marker = _Drained(asyncio.get_running_loop().create_future())
+        self._inbox.deliver(marker)
+        await marker.done
+
     @property
     def lost_batches(self) -> int:
         """Batches the sequence numbers say never arrived."""
@@ -293,6 +357,8 @@ class AsyncScope:
         scope made the connection."""
         if self._closed:
             return
+        for sink in list(self._sinks):
+            await sink.aclose()
         self._closed = True
         if not self.node.closed.done():
             with contextlib.suppress(ElixirScopeError):
@@ -361,6 +427,11 @@ class Scope:
 
     def status(self) -> dict[Any, Any]:
         return self.node.run(self.ascope.status())
+
+    def record(self, path: str | Path, **options: Any) -> Recorder:
+        """``AsyncScope.record`` for synchronous code; ``Recorder.stop()`` or leaving
+        the scope flushes and closes the file."""
+        return self.node.run(self.ascope.record(path, **options))
 
     def events(self, timeout: float | None = 1.0) -> Iterator[TraceEvent]:
         """Events as they arrive, until ``timeout`` seconds pass without any (one trip
