@@ -13,6 +13,7 @@ from elixirscope.errors import (
     RemoteError,
     RpcTimeout,
 )
+from elixirscope.recording.query import Recording, open_recording
 from elixirscope.tracing.events import TraceEvent
 from elixirscope.tracing.limits import Limits
 from elixirscope.tracing.scope import (
@@ -39,6 +40,7 @@ __all__ = [
     "Limits",
     "Node",
     "NodeNotFound",
+    "Recording",
     "RemoteError",
     "RpcTimeout",
     "Scope",
@@ -51,4 +53,5 @@ __all__ = [
     "attach_async",
     "connect",
     "inspect",
+    "open_recording",
 ]

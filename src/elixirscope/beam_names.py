@@ -7,6 +7,7 @@ Elixir modules are atoms with an ``Elixir.`` prefix: ``MyApp.Worker`` is the ato
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from elixirscope.errors import InvalidName
 from elixirscope.etf import Atom
@@ -57,3 +58,18 @@ def parse_pid_text(text: str) -> tuple[int, int, int] | None:
 def mfa_display(module: str, function: str, arity: int) -> str:
     """``Bank.Account.handle_call/3`` or ``:gen_server.loop/7``."""
     return f"{module_display(module)}.{function}/{arity}"
+
+
+def parse_mfa_text(text: str) -> tuple[Atom, Atom, int | Literal["_"]]:
+    """``Bank.Account.deposit/2``, ``Bank.Account.deposit`` (any arity),
+    ``:lists.seq/2`` or ``lists:seq/2`` -> module atom, function atom, arity or ``"_"``."""
+    body, _, arity_text = text.strip().partition("/")
+    if arity_text and not arity_text.isdigit():
+        raise InvalidName(f"{text!r}: the arity after / must be a number")
+    if ":" in body.lstrip(":"):
+        module, _, function = body.lstrip(":").partition(":")
+    else:
+        module, _, function = body.rpartition(".")
+    if not module or not function:
+        raise InvalidName(f"{text!r} is not a function: write Module.function/arity")
+    return module_atom(module), function_atom(function), int(arity_text) if arity_text else "_"

@@ -1,9 +1,166 @@
-"""(being written)"""
+"""``elixirscope record``: attach to a node, trace what the user names, record to a file."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 import click
+from rich.live import Live
+from rich.text import Text
+
+from elixirscope.beam_names import parse_mfa_text
+from elixirscope.cli import output
+from elixirscope.cli.options import json_option, node_options
+from elixirscope.dist.node import connect
+from elixirscope.recording.recorder import Recorder, RecorderStats
+from elixirscope.recording.ring import OVERFLOWS
+from elixirscope.tracing.scope import Scope, attach
+
+_LIMIT_OPTIONS = {
+    "max_events_per_second": "Events per second the agent keeps before sampling, then "
+                             "stopping.",
+    "max_events": "Events in all, then the agent stops tracing.",
+    "max_term_bytes": "Bytes of one argument, return or message payload before it is cut.",
+    "max_queue_len": "Trace messages waiting in the agent before it stops tracing.",
+    "max_node_memory_mb": "Node memory (MB) at which the agent stops tracing.",
+    "max_cpu_percent": "Node CPU use at which the agent stops tracing (needs os_mon).",
+}
 
 
-def register(cli: click.Group) -> None:
-    pass
+def limit_options(command: Any) -> Any:
+    for name, text in reversed(_LIMIT_OPTIONS.items()):
+        command = click.option(f"--{name.replace('_', '-')}", name, type=float, default=None,
+                               help=text)(command)
+    return command
+
+
+@click.command()
+@node_options
+@click.option("--trace", "modules", multiple=True, metavar="MODULE",
+              help="Trace the calls of a module's functions (repeatable).")
+@click.option("--level", type=click.Choice(["basic", "detailed", "full"]), default="detailed",
+              show_default=True, help="For --trace: calls only; also returns and "
+              "exceptions; also local functions and callers.")
+@click.option("--trace-function", "functions", multiple=True, metavar="M.F[/A]",
+              help="Trace one function, e.g. Bank.Account.deposit/2 (repeatable).")
+@click.option("--trace-process", "processes", multiple=True, metavar="PID|NAME",
+              help="Trace a process's messages, calls and lifecycle (repeatable).")
+@click.option("--children", is_flag=True, help="With --trace-process: its children too.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds to record (default: until Ctrl-C).")
+@click.option("-o", "--output", "path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The recording file (default: a new file here).")
+@click.option("--overflow", type=click.Choice(OVERFLOWS), default="block", show_default=True,
+              help="When the recorder falls behind: wait (the agent sheds load inside "
+              "the VM), or drop the oldest or newest events here.")
+@click.option("--capacity", type=int, default=1 << 20, show_default=True,
+              help="Events the ring buffer holds (a power of two).")
+@limit_options
+@json_option("The final statistics as one JSON line.")
+def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, ...],
+           level: str, functions: tuple[str, ...], processes: tuple[str, ...],
+           children: bool, duration: float | None, path: Path | None, overflow: str,
+           capacity: int, as_json: bool, **limits: float | None) -> None:
+    """Records what NODE does to a file: the calls of the modules and functions named,
+    and the messages and lifecycle of the processes named. Ctrl-C stops cleanly."""
+    if not (modules or functions or processes):
+        raise click.UsageError("name something to trace: --trace MODULE, "
+                               "--trace-function M.F/A or --trace-process PID")
+    if capacity < 1 or capacity & (capacity - 1):
+        raise click.BadParameter(f"{capacity} is not a power of two", param_hint="--capacity")
+    parsed = [parse_mfa_text(text) for text in functions]
+    target = path or default_path(node)
+    with connect(node, cookie, own_name=name) as conn, \
+            attach(conn, None, **{k: v for k, v in limits.items() if v is not None}) as scope:
+        for degraded in scope.capabilities.degraded:
+            if "you set" in degraded:
+                output.err.print(f"note: {degraded}")
+        for module in modules:
+            scope.trace(module, level)  # type: ignore[arg-type]
+        for module, function, arity in parsed:
+            scope.trace_function(module, function, arity)
+        for process in processes:
+            scope.trace_process(process, include_children=children)
+        output.err.print(f"recording {conn.name} to {target}"
+                         + ("" if duration else "; Ctrl-C to stop"))
+        stats = record_for(scope, target, duration, overflow=overflow, capacity=capacity,
+                           live=not as_json)
+    if as_json:
+        output.json_line(stats_dict(stats) | {"path": str(target)})
+    else:
+        output.err.print(stats_line(stats))
+        output.out.print(f"recording: {target}")
+
+
+def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: str = "block",
+               capacity: int = 1 << 20, live: bool = True) -> RecorderStats:
+    """Records until ``duration`` passes, Ctrl-C or the connection drops, with a live
+    progress line; then finishes the file and returns the final counts."""
+    recorder = scope.record(path, overflow=overflow, capacity=capacity)
+    deadline = None if duration is None else time.monotonic() + duration
+    lost = scope.node.anode.closed
+    try:
+        with Live(Text(""), console=output.err, transient=True, refresh_per_second=4,
+                  auto_refresh=False) if live else _Quiet() as line:
+            while not lost.done() and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.25)
+                line.update(Text(stats_line(recorder.stats)), refresh=True)
+    except KeyboardInterrupt:
+        output.err.print("stopping ...")
+    if lost.done():
+        output.err.print(f"the connection to {scope.node.name} was lost; the recording "
+                         "keeps everything that arrived")
+    output.err.print("finishing the recording: correlating calls, spans and messages ...")
+    return _stop(recorder)
+
+
+def _stop(recorder: Recorder) -> RecorderStats:
+    try:
+        return recorder.stop()
+    except KeyboardInterrupt:
+        output.err.print("finishing anyway: an interrupted finish would leave the file to "
+                         "be recovered when opened")
+        return recorder.stop()
+
+
+def stats_line(stats: RecorderStats) -> str:
+    breaker = f"breaker tripped ({stats.breaker})" if stats.breaker else "breaker ok"
+    sampling = f"sampling {stats.adaptive_rate:.0%}"
+    return (f"{stats.events:,} events · {stats.rate:,.0f}/s · {stats.elapsed:.1f} s · "
+            f"dropped {stats.dropped:,} · {sampling} · {breaker}")
+
+
+def stats_dict(stats: RecorderStats) -> dict[str, Any]:
+    ring = stats.ring
+    return {
+        "events": stats.events, "written": stats.written, "rate": round(stats.rate, 1),
+        "elapsed": round(stats.elapsed, 3), "dropped": stats.dropped,
+        "agent_dropped": stats.agent_dropped, "agent_sampled_out": stats.agent_sampled_out,
+        "lost_batches": stats.lost_batches, "ring_dropped_oldest": ring.dropped_oldest,
+        "ring_dropped_newest": ring.dropped_newest, "ring_blocked": ring.blocked,
+        "adaptive_rate": stats.adaptive_rate, "breaker": stats.breaker,
+    }
+
+
+def default_path(node: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(f"{node.split('@', maxsplit=1)[0]}-{stamp}.duckdb")
+
+
+class _Quiet:
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def register(group: click.Group) -> None:
+    group.add_command(record)
+

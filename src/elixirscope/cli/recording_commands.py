@@ -1,9 +1,173 @@
-"""(being written)"""
+"""Commands that read a recording: ``query`` (events) and ``spans`` (traced calls)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+from rich.table import Table
+from rich.text import Text
+
+from elixirscope.cli import output
+from elixirscope.cli.options import json_option
+from elixirscope.recording.query import open_recording
+from elixirscope.recording.results import Event, Span
+from elixirscope.recording.timespec import TimeSpecError, duration_seconds, wall_ns
+from elixirscope.tracing.events import KIND_CODES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Payloads longer than this are cut before Rich fits them to the terminal.
+_CELL_CHARS = 400
+_TIME_HELP = ("Seconds from the start (1.5, 250ms) or an ISO-8601 date and time "
+              "(2024-05-01T12:00:03).")
 
 
-def register(cli: click.Group) -> None:
-    pass
+def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            wall_ns(value, 0)
+        except TimeSpecError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter,
+                     value: str | None) -> float | None:
+    if value is None:
+        return None
+    found = duration_seconds(value)
+    if found is None or found < 0:
+        raise click.BadParameter(f"{value!r} is not a duration: give seconds (0.5) or a "
+                                 "number with a unit (5ms, 40us)", ctx, param)
+    return found
+
+
+def _process(value: str | None) -> str | int | None:
+    """A pid_id when the option is a plain number, else the pid or name as given."""
+    return int(value) if value is not None and value.strip().isdigit() else value
+
+
+def _filters(command: F) -> F:
+    """REC and the options ``query`` and ``spans`` share."""
+    for decorator in reversed((
+        click.argument("recording", metavar="REC", type=click.Path(path_type=Path)),
+        click.option("--pid", default=None, metavar="PID",
+                     help="#PID<0.123.0>, <0.123.0>, a registered name (Bank.Auditor, "
+                          ":logger) or a pid_id."),
+        click.option("--module", default=None, metavar="MODULE",
+                     help="Bank.Account, :gen_server or gen_server."),
+        click.option("--function", default=None, metavar="NAME[/ARITY]",
+                     help="A function name, optionally with its arity."),
+        click.option("--since", callback=_time, default=None, metavar="TIME",
+                     help=f"From this time. {_TIME_HELP}"),
+        click.option("--until", callback=_time, default=None, metavar="TIME",
+                     help=f"Before this time. {_TIME_HELP}"),
+        click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+                     help="At most this many rows (0: all)."),
+    )):
+        command = decorator(command)
+    return command
+
+
+@click.command()
+@_filters
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(list(KIND_CODES)),
+              help="Only events of this kind (repeat for several).")
+@click.option("--text", default=None, metavar="TEXT",
+              help="Only events whose payload, printed as Elixir prints it, contains TEXT.")
+@click.option("--order", type=click.Choice(["asc", "desc"]), default="asc", show_default=True,
+              help="Earliest first (asc) or latest first (desc).")
+@json_option("One JSON object per event.")
+def query(recording: Path, pid: str | None, module: str | None, function: str | None,
+          since: str | None, until: str | None, limit: int, kinds: tuple[str, ...],
+          text: str | None, order: str, as_json: bool) -> None:
+    """The events of recording REC that pass every filter, in time order."""
+    with open_recording(recording) as rec:
+        events = rec.events(pid=_process(pid), module=module, function=function,
+                            kind=list(kinds) or None, since=since, until=until, text=text,
+                            limit=limit or None, order=order)
+        if as_json:
+            for event in events:
+                output.json_line(event.as_dict())
+            return
+        output.out.print(_event_table(events, f"{recording}: {len(events)} events"))
+
+
+@click.command()
+@_filters
+@click.option("--min-duration", callback=_duration_option, default=None, metavar="SECONDS",
+              help="Only calls that took at least this long (0.5, 5ms, 40us).")
+@click.option("--slowest", type=click.IntRange(min=1), default=None, metavar="N",
+              help="The N slowest calls, longest first.")
+@json_option("One JSON object per call.")
+def spans(recording: Path, pid: str | None, module: str | None, function: str | None,
+          since: str | None, until: str | None, limit: int, min_duration: float | None,
+          slowest: int | None, as_json: bool) -> None:
+    """The traced calls of recording REC (spans: call to return), by start time."""
+    with open_recording(recording) as rec:
+        found = rec.spans(module=module, function=function, pid=_process(pid),
+                          min_duration=min_duration, slowest=slowest, since=since,
+                          until=until, limit=limit or None)
+        if as_json:
+            for span in found:
+                output.json_line(span.as_dict())
+            return
+        output.out.print(_span_table(found, f"{recording}: {len(found)} calls"))
+
+
+def _event_table(events: list[Event], title: str) -> Table:
+    table = Table("seq", "time (s)", "pid", "kind", "function", box=None, title=title)
+    table.columns[0].justify = table.columns[1].justify = "right"
+    table.add_column("payload", no_wrap=True, overflow="ellipsis", ratio=1)
+    for event in events:
+        table.add_row(str(event.seq), f"{event.time:.3f}", _who(event.pid, event.pid_name),
+                      event.kind, Text(_function(event)), _cell(event.text))
+    return table
+
+
+def _span_table(found: list[Span], title: str) -> Table:
+    table = Table("start (s)", "duration", "pid", "function", "outcome", box=None,
+                  title=title)
+    table.columns[0].justify = table.columns[1].justify = "right"
+    table.add_column("args", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("result", no_wrap=True, overflow="ellipsis", ratio=1)
+    for span in found:
+        table.add_row(f"{span.start:.3f}", _duration(span.duration),
+                      _who(span.pid, span.pid_name), Text("  " * (span.depth - 1) + span.mfa),
+                      span.outcome, _cell(span.args), _cell(span.result or ""))
+    return table
+
+
+def _who(pid: str, name: str | None) -> Text:
+    return Text(f"{pid} {name}" if name else pid)
+
+
+def _function(event: Event) -> str:
+    if event.mfa:
+        return event.mfa
+    peer = event.target or event.other_pid
+    if peer is None:
+        return ""
+    return f"← {peer}" if event.kind in ("spawned", "getting_linked") else f"→ {peer}"
+
+
+def _cell(text: str) -> Text:
+    return Text(text if len(text) <= _CELL_CHARS else text[:_CELL_CHARS] + "…")
+
+
+def _duration(value: float | None) -> str:
+    if value is None:
+        return "open"
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1e3:.3f} ms"
+    return f"{value:.3f} s"
+
+
+def register(group: click.Group) -> None:
+    for command in (query, spans):
+        group.add_command(command)

@@ -1,9 +1,120 @@
-"""(being written) Correlation: builds the derived tables of a recording."""
+"""Correlation: builds the derived tables of a recording, and the derived columns of
+its events, in one transaction of set-based SQL (``correlate_sql``).
+
+Spans. Per process in ``seq`` order, a call marked RETURN_EXPECTED opens a level and
+a return or exception closes one; a call pairs with the next span event at its own
+level when that is a return/exception of the same function. Pairing is relative, so
+returns of calls made before recording started (the depth goes below zero) and lost
+events cost only the spans they touch. Calls that never return are closed by their
+process's exit when it was recorded ('exit'), else left 'open'. depth counts from
+the outermost recorded call (1). An event belongs to the innermost span open on its
+process; a span's root is its outermost recorded ancestor.
+
+Messages. The n-th send of some bytes to a process matches the n-th receive of the
+same bytes there; a pair whose receive is earlier than its send (same node) is
+dropped. Sends to dead processes are never matched. Trade-off: a lost event can
+shift the pairing of identical messages to one receiver, never of others.
+
+Handlers. A depth-1 span serves the message received last before it on its process
+(by ``seq``: per process that is the order of the node's clock, and exact on ties).
+Receive events fire when the message reaches the mailbox, so with a backlog the
+guess is the newest queued message and queue_ns is a lower bound.
+
+Correlation. A root span triggered by a message joins the causal tree of the span
+that sent it (its root's correlation); other roots start a tree (their own id). The
+chain is followed by pointer doubling, so even a chain of 2^64 hops settles in 64
+rounds; a link must point back in (hlc, span_id) order, so no cycle can form (a
+cross-node link against a clock skew larger than the latency is not followed).
+Message events outside any span take the correlation of the span that sent them.
+"""
 
 from __future__ import annotations
 
+import os
+
 import duckdb
 
+from elixirscope.elixir_format import inspect
+from elixirscope.errors import ETFDecodeError
+from elixirscope.etf import decode
+from elixirscope.recording import correlate_sql as sql
+from elixirscope.recording import schema
+from elixirscope.recording.store import put_meta
 
-def finalize(con: duckdb.DuckDBPyConnection) -> None:
-    raise NotImplementedError
+MAX_CHAIN_ROUNDS = 64
+
+
+def finalize(con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> None:
+    """Rebuilds the derived tables and the derived event columns, then marks the
+    recording finalized; all or nothing. Runs with ``threads`` DuckDB threads (all
+    cores by default), restoring the connection's setting afterwards."""
+    cur = con.cursor()
+    previous = cur.execute("SELECT current_setting('threads')").fetchone()
+    try:
+        cur.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+        cur.execute("BEGIN")
+        try:
+            _build(cur)
+            put_meta(cur, {"finalized": True})
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    finally:
+        if previous is not None:
+            cur.execute(f"SET threads = {int(previous[0])}")
+        cur.close()
+
+
+def _build(cur: duckdb.DuckDBPyConnection) -> None:
+    for name, ddl in schema.DERIVED_TABLES.items():
+        cur.execute(f"DROP TABLE IF EXISTS {name}")
+        cur.execute(ddl)
+    for step in (sql.EVENT_DEPTH, sql.LOOKUPS, "DROP TABLE fz_ev", sql.FIRST_CLOSES,
+                 sql.SPANS, sql.MATCHES, sql.MESSAGES, sql.TRIGGERS, sql.CHAIN):
+        cur.execute(step)
+    for _ in range(MAX_CHAIN_ROUNDS):
+        changed = cur.execute(sql.CHAIN_STEP).fetchone()
+        if not changed or not changed[0]:
+            break
+    for step in (sql.INSERT_SPANS, sql.INSERT_MESSAGES, sql.EVENT_DERIVED):
+        cur.execute(step)
+    _rewrite_events(cur)
+    _load_names(cur)
+    for step in (sql.INSERT_PROCESS_NAMES, sql.INSERT_SNAPSHOT_NAMES, sql.INSERT_PROCESSES,
+                 sql.INSERT_LINKS):
+        cur.execute(step)
+    for table in sql.WORK_TABLES:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _rewrite_events(cur: duckdb.DuckDBPyConnection) -> None:
+    """A new events table with the derived columns filled in (cheaper than UPDATE)."""
+    ddl = schema.EVENTS.replace("EXISTS events (", "EXISTS events_new (", 1)
+    if ddl == schema.EVENTS:
+        raise RuntimeError("schema.EVENTS no longer reads CREATE TABLE IF NOT EXISTS events (")
+    cur.execute("DROP TABLE IF EXISTS events_new")
+    cur.execute(ddl)
+    cur.execute(sql.REWRITE_EVENTS)
+    cur.execute("DROP TABLE events")
+    cur.execute("ALTER TABLE events_new RENAME TO events")
+
+
+def _load_names(cur: duckdb.DuckDBPyConnection) -> None:
+    """Registered names, decoded from the few distinct register/unregister payloads."""
+    cur.execute("CREATE OR REPLACE TEMP TABLE fz_names (payload BLOB, name VARCHAR)")
+    rows = []
+    for (payload,) in cur.execute(sql.NAME_PAYLOADS).fetchall():
+        name = name_text(payload)
+        if name is not None:
+            rows.append((payload, name))
+    if rows:
+        cur.executemany("INSERT INTO fz_names VALUES (?, ?)", rows)
+
+
+def name_text(payload: bytes) -> str | None:
+    """A registered name as Elixir writes it (``:bank``, ``Bank.Registry``)."""
+    try:
+        return inspect(decode(payload))
+    except ETFDecodeError:
+        return None

@@ -64,6 +64,7 @@ class Event:
     seq: int
     node: str
     pid: str
+    pid_id: int
     pid_name: str | None
     kind: str
     time: float
@@ -112,6 +113,7 @@ class Span:
     span_id: int
     node: str
     pid: str
+    pid_id: int
     pid_name: str | None
     module: str
     function: str
@@ -187,6 +189,7 @@ class Process:
     """A process the recording saw. ``names`` are its registered names, in order."""
 
     pid: str
+    pid_id: int
     node: str
     names: tuple[str, ...]
     parent: str | None

@@ -38,15 +38,24 @@ def wall_ns(spec: TimeSpec, start_wall_ns: int) -> int:
         return _datetime_ns(spec)
     if not isinstance(spec, str):
         raise TimeSpecError(f"{spec!r} is not a time")
-    match = _RELATIVE.match(spec)
-    if match:
-        return start_wall_ns + round(float(match.group(1)) * _UNIT_NS[match.group(2)])
+    relative = duration_seconds(spec)
+    if relative is not None:
+        return start_wall_ns + round(relative * 1e9)
     try:
         moment = datetime.fromisoformat(spec.strip())
     except ValueError:
         raise TimeSpecError(f"{spec!r} is not a time: give seconds from the start (1.5, "
                             "250ms) or an ISO-8601 date and time") from None
     return _datetime_ns(moment)
+
+
+def duration_seconds(text: str) -> float | None:
+    """The seconds ``"1.5"``, ``"1.5s"``, ``"250ms"`` or ``"40us"`` stand for; ``None``
+    if ``text`` is not a number with an optional unit."""
+    match = _RELATIVE.match(text)
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNIT_NS[match.group(2)] / 1e9
 
 
 def seconds(wall: int | None, start_wall_ns: int) -> float | None:

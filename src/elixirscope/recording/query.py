@@ -1,0 +1,701 @@
+"""Questions asked of a finished recording: ``open_recording(path) -> Recording``.
+
+A recording whose recorder never finished (killed, or the machine went down) has no
+derived tables yet; opening it builds them in place (``Recording.recovered``). Every
+failure to read the file, at open or later (damage can surface lazily, page by page),
+is a ``RecordingError`` in one sentence; a question the recording cannot answer
+(a process or module it never saw, an unknown kind) is a ``QueryError``.
+
+Processes are named as people write them: ``#PID<0.123.0>``, ``<0.123.0>``, a
+registered name (``Bank.Auditor``, ``:logger``) or a ``pid_id``. Modules as Elixir
+writes them (``Bank.Account``, ``:gen_server``, ``gen_server``); functions by name or
+``name/arity``. Times are described in :mod:`elixirscope.recording.timespec`; ``since``
+is inclusive and ``until`` exclusive.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import duckdb
+
+from elixirscope.beam_names import function_atom, module_atom, module_display
+from elixirscope.errors import ElixirScopeError, ETFDecodeError
+from elixirscope.etf import Atom
+from elixirscope.recording import correlate, store
+from elixirscope.recording.results import (
+    CauseStep,
+    Event,
+    Message,
+    Process,
+    Span,
+    mfa_text,
+    payload_value,
+)
+from elixirscope.recording.timespec import TimeSpec, seconds, wall_ns
+from elixirscope.tracing.events import KIND_CODES, KINDS, TRUNCATED
+
+__all__ = ["QueryError", "Recording", "open_recording"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_EVENT_COLUMNS = ("seq, node_id, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, "
+                  "other_pid_id, caller_mfa_id, target, payload, original_size, span_id, "
+                  "parent_span_id, message_id, correlation_id")
+_SEARCH_CHUNK = 2000
+# Letter runs that inspect() prints around a term's own data (#PID<...>,
+# MapSet.new(...), Date.range(...), <<1::size(3)>>, ...): not in the ETF bytes.
+_DECORATIONS = frozenset({"PID", "Reference", "Port", "Function", "new", "range", "parse",
+                          "requirement", "size"})
+_LETTER_RUN = re.compile(r"[A-Za-z]{3,}")
+# Escapes inspect prints: \n \d \e ..., \xHH, \x{HHHH}, \uFEFF. Any backslash may begin
+# one (a text can start on the second half of \\), and a text may begin inside one.
+_ESCAPE = re.compile(r"\\(?:x\{[0-9A-F]*\}?|x[0-9A-F]{0,2}|u[0-9A-F]{0,4}|[^\\])?",
+                     re.DOTALL)
+_ESCAPE_TAIL = re.compile(r"^(?:[abdefnrtv]|[xu]?\{?[0-9A-F]{0,6}\}?)")
+_FUNCTION_SPEC = re.compile(r"^(.+?)(?:/(\d+))?$")
+_NORMAL, _SHUTDOWN = Atom("normal"), Atom("shutdown")
+
+
+class QueryError(ElixirScopeError):
+    """A question the recording cannot answer as asked."""
+
+
+def open_recording(path: str | Path) -> Recording:
+    """Opens a recording for queries (read-only). A recording that was never finalized
+    is finalized first, in place, unless another process is still writing it."""
+    target = Path(path)
+    con = store.open_file(target)
+    with store.reading(target):
+        finalized = store.read_meta(con).get("finalized") is True
+    if finalized:
+        return Recording(con, target)
+    con.close()
+    con = store.open_file(target, read_only=False)
+    try:
+        with store.reading(target):
+            correlate.finalize(con)
+    finally:
+        con.close()
+    return Recording(store.open_file(target), target, recovered=True)
+
+
+def _reads(method: Callable[Concatenate[Recording, _P], _R]
+           ) -> Callable[Concatenate[Recording, _P], _R]:
+    """DuckDB errors while the method reads become one-sentence ``RecordingError``s."""
+    @functools.wraps(method)
+    def wrapper(self: Recording, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with store.reading(self.path):
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+@dataclass(frozen=True)
+class _Dimensions:
+    """The small tables, in memory: ids to node names, pids, names and functions."""
+
+    nodes: dict[int, str]
+    offsets: dict[int, int]
+    pids: dict[int, tuple[str, int]]
+    names: dict[int, tuple[str, ...]]
+    functions: dict[int, tuple[str, str, int]]
+    start_wall_ns: int
+
+    def pid(self, pid_id: int | None) -> str | None:
+        return None if pid_id is None else self.pids[pid_id][0]
+
+    def name(self, pid_id: int | None) -> str | None:
+        names = self.names.get(pid_id) if pid_id is not None else None
+        return names[0] if names else None
+
+    def label(self, pid_id: int | None) -> str:
+        """``#PID<0.5.0> (Bank.Auditor)``, or the pid alone."""
+        if pid_id is None:
+            return "an unrecorded process"
+        name = self.name(pid_id)
+        return f"{self.pid(pid_id)} ({name})" if name else str(self.pid(pid_id))
+
+    def node_of(self, pid_id: int | None) -> int | None:
+        return None if pid_id is None else self.pids[pid_id][1]
+
+    def at(self, ts: int, node_id: int) -> float:
+        """Seconds from the start to ``ts`` on the node's clock."""
+        return (ts + self.offsets.get(node_id, 0) - self.start_wall_ns) / 1e9
+
+    def time(self, ts: int | None, node_id: int | None) -> float | None:
+        return None if ts is None or node_id is None else self.at(ts, node_id)
+
+
+class _Where:
+    """A WHERE clause put together from optional filters."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, clause: str, *params: Any) -> None:
+        self.clauses.append(clause)
+        self.params.extend(params)
+
+    def within(self, column: str, ids: Sequence[int] | None) -> None:
+        if ids is not None:
+            self.add(f"{column} IN (SELECT unnest(?::BIGINT[]))", list(ids))
+
+    def sql(self, *extra: str) -> str:
+        clauses = [*self.clauses, *extra]
+        return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+class Recording:
+    """An open recording. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *,
+                 recovered: bool = False) -> None:
+        self.con = con
+        self.path = path
+        self.recovered = recovered
+        """True if the recording was not finalized and opening it did so."""
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Recording {self.path}>"
+
+    @functools.cached_property
+    def meta(self) -> dict[str, Any]:
+        """The recording's ``meta`` table: traces, limits, agent and ring counters."""
+        with store.reading(self.path):
+            return store.read_meta(self.con)
+
+    @functools.cached_property
+    def _dims(self) -> _Dimensions:
+        with store.reading(self.path):
+            con = self.con
+            nodes = con.execute("SELECT node_id, name, time_offset_ns, started_ts "
+                                "FROM nodes").fetchall()
+            starts = [started + offset for _, _, offset, started in nodes if started is not None]
+            if not starts:
+                first = con.execute("SELECT min(ts + wall_offset) FROM events").fetchone()
+                starts = [first[0]] if first and first[0] is not None else [0]
+            names = con.execute("SELECT pid_id, names FROM processes").fetchall()
+            return _Dimensions(
+                nodes={node_id: name for node_id, name, _, _ in nodes},
+                offsets={node_id: offset for node_id, _, offset, _ in nodes},
+                pids={pid_id: (pid, node_id) for pid_id, node_id, pid in
+                      con.execute("SELECT pid_id, node_id, pid FROM pids").fetchall()},
+                names={pid_id: tuple(found) for pid_id, found in names if found},
+                functions={row[0]: (row[1], row[2], row[3]) for row in con.execute(
+                    "SELECT mfa_id, module, function, arity FROM functions").fetchall()},
+                start_wall_ns=min(starts))
+
+    # --- events -------------------------------------------------------------------------
+
+    @_reads
+    def events(self, pid: str | int | None = None, module: str | None = None,
+               function: str | None = None, kind: str | Iterable[str] | None = None,
+               since: TimeSpec | None = None, until: TimeSpec | None = None,
+               text: str | None = None, limit: int | None = 1000,
+               order: str = "asc") -> list[Event]:
+        """The events that pass every filter given, in time order (``order="desc"``:
+        latest first), at most ``limit`` (``None``: all).
+
+        ``pid`` keeps one process's events; ``module``/``function`` the events of those
+        functions (calls, returns, exceptions, spawns); ``kind`` one kind or several.
+
+        ``text`` keeps events whose payload, printed as Elixir prints it in full,
+        contains the text. Searching works in two passes. SQL first keeps the events
+        whose raw ETF bytes hold every run of three or more ASCII letters of the text
+        (``search_tokens``: escapes such as ``\\n`` and the words inspect adds by
+        itself, such as ``PID`` or ``Function``, left out), either as bytes (atoms,
+        binaries, charlists of bytes) or as the small integers of a charlist the VM
+        encodes element by element. Each candidate is then decoded, printed and
+        checked, chunk by chunk, until ``limit`` events match. A text with no such run
+        (``42``, ``:ok``) is checked by printing every event the other filters keep.
+        """
+        where = self._event_filter(pid, module, function, kind, since, until)
+        direction = _direction(order)
+        if text is None:
+            rows = self._event_rows(where, direction, limit)
+            return [self._event(row) for row in rows]
+        for token in search_tokens(text):
+            where.add("(contains(payload::VARCHAR, ?) OR contains(payload::VARCHAR, ?))",
+                      token, _as_small_integers(token))
+        return self._search(where, direction, text, limit)
+
+    @_reads
+    def event(self, seq: int) -> Event:
+        """The event numbered ``seq``."""
+        where = _Where()
+        where.add("seq = ?", seq)
+        rows = self._event_rows(where, "ASC", 1)
+        if not rows:
+            raise QueryError(f"there is no event {seq} in {self.path}")
+        return self._event(rows[0])
+
+    def _event_filter(self, pid: str | int | None, module: str | None, function: str | None,
+                      kind: str | Iterable[str] | None, since: TimeSpec | None,
+                      until: TimeSpec | None) -> _Where:
+        where = _Where()
+        where.within("pid_id", self._pid_ids(pid) if pid is not None else None)
+        where.within("mfa_id", self._mfa_ids(module, function))
+        where.within("kind", _kind_codes(kind) if kind is not None else None)
+        self._time_range(where, "ts + wall_offset", since, until)
+        return where
+
+    def _time_range(self, where: _Where, column: str, since: TimeSpec | None,
+                    until: TimeSpec | None) -> None:
+        start = self._dims.start_wall_ns
+        if since is not None:
+            where.add(f"{column} >= ?", wall_ns(since, start))
+        if until is not None:
+            where.add(f"{column} < ?", wall_ns(until, start))
+
+    def _event_rows(self, where: _Where, direction: str, limit: int | None,
+                    *extra: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        sql = (f"SELECT {_EVENT_COLUMNS} FROM events {where.sql(*extra)} "
+               f"ORDER BY hlc {direction}, seq {direction}")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.con.execute(sql, [*where.params, *params]).fetchall()
+
+    def _search(self, where: _Where, direction: str, text: str,
+                limit: int | None) -> list[Event]:
+        found: list[Event] = []
+        after: tuple[int, int] | None = None
+        compare = ">" if direction == "ASC" else "<"
+        while limit is None or len(found) < limit:
+            extra = () if after is None else (f"(hlc, seq) {compare} (?, ?)",)
+            rows = self._event_rows(where, direction, _SEARCH_CHUNK, *extra,
+                                    params=after or ())
+            for row in rows:
+                event = self._event(row)
+                if text in event.text:
+                    found.append(event)
+                    if limit is not None and len(found) >= limit:
+                        break
+            if len(rows) < _SEARCH_CHUNK:
+                break
+            after = (rows[-1][7], rows[-1][0])
+        return found
+
+    def _event(self, row: tuple[Any, ...]) -> Event:
+        (seq, node_id, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, other_pid_id,
+         caller_mfa_id, target, payload, original_size, span_id, parent_span_id,
+         message_id, correlation_id) = row
+        dims = self._dims
+        module, function, arity = dims.functions.get(mfa_id, (None, None, None))
+        caller = dims.functions.get(caller_mfa_id)
+        return Event(
+            seq=seq, node=dims.nodes.get(node_id, ""), pid=dims.pids[pid_id][0],
+            pid_id=pid_id, pid_name=dims.name(pid_id), kind=KINDS.get(kind, f"kind{kind}"),
+            time=(ts + wall_offset - dims.start_wall_ns) / 1e9, ts=ts,
+            wall_ns=ts + wall_offset, hlc=hlc, module=module, function=function,
+            arity=arity, other_pid=dims.pid(other_pid_id),
+            caller=mfa_text(*caller) if caller else None, target=target,
+            payload=bytes(payload), truncated=bool(flags & TRUNCATED),
+            original_size=original_size, span_id=span_id, parent_span_id=parent_span_id,
+            message_id=message_id, correlation_id=correlation_id)
+
+    # --- names --------------------------------------------------------------------------
+
+    def _pid_ids(self, spec: str | int) -> list[int]:
+        """The recorded processes ``spec`` names (a pid printed as ``#PID<0.5.0>`` may be
+        on any node of a multi-node recording)."""
+        dims = self._dims
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            if spec not in dims.pids:
+                raise QueryError(f"there is no process with pid_id {spec} in {self.path}")
+            return [spec]
+        text = str(spec).strip()
+        pid = re.fullmatch(r"(?:#PID)?<([^<>]+)>", text)
+        if pid:
+            wanted = f"#PID<{pid.group(1)}>"
+            ids = [pid_id for pid_id, (shown, _) in dims.pids.items() if shown == wanted]
+            what = wanted
+        else:
+            candidates = {text, _display(text)}
+            ids = [pid_id for pid_id, names in dims.names.items()
+                   if candidates.intersection(names)]
+            what = f"process named {text}"
+        if not ids:
+            raise QueryError(f"there is no {what} in {self.path}")
+        return ids
+
+    def _mfa_ids(self, module: str | None, function: str | None) -> list[int] | None:
+        if module is None and function is None:
+            return None
+        wanted_module = _display(module) if module is not None else None
+        name: str | None = None
+        arity: int | None = None
+        if function is not None:
+            match = _FUNCTION_SPEC.match(function.strip())
+            name = str(function_atom(match.group(1) if match else function))
+            arity = int(match.group(2)) if match and match.group(2) else None
+        ids = [mfa_id for mfa_id, (m, f, a) in self._dims.functions.items()
+               if wanted_module in (None, m) and name in (None, f) and arity in (None, a)]
+        if not ids:
+            what = " ".join(x for x in (wanted_module, function) if x)
+            raise QueryError(f"{what} does not appear in {self.path}")
+        return ids
+
+    # --- spans --------------------------------------------------------------------------
+
+    @_reads
+    def spans(self, module: str | None = None, function: str | None = None,
+              pid: str | int | None = None, min_duration: float | None = None,
+              slowest: int | None = None, since: TimeSpec | None = None,
+              until: TimeSpec | None = None, limit: int | None = 1000) -> list[Span]:
+        """Traced calls, by start time; ``slowest=N``: the N longest, longest first.
+        ``min_duration`` (seconds) keeps the calls that took at least that long;
+        ``since``/``until`` filter on the start."""
+        where = _Where()
+        where.within("s.pid_id", self._pid_ids(pid) if pid is not None else None)
+        where.within("s.mfa_id", self._mfa_ids(module, function))
+        if min_duration is not None:
+            where.add("s.duration_ns >= ?", round(min_duration * 1e9))
+        self._time_range(where, "s.start_ts + n.time_offset_ns", since, until)
+        order = "s.start_ts + n.time_offset_ns, s.span_id"
+        if slowest is not None:
+            order = "s.duration_ns DESC NULLS LAST, s.span_id"
+            limit = slowest if limit is None else min(slowest, limit)
+        sql = ("SELECT s.span_id, s.node_id, s.pid_id, s.mfa_id, s.depth, s.parent_span_id, "
+               "s.start_ts, s.end_ts, s.duration_ns, s.outcome, s.correlation_id, "
+               "s.trigger_message_id, s.end_seq FROM spans s "
+               f"JOIN nodes n ON n.node_id = s.node_id {where.sql()} ORDER BY {order}")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.con.execute(sql, where.params).fetchall()
+        payloads = self._payloads([row[0] for row in rows] + [row[12] for row in rows])
+        return [self._span(row, payloads) for row in rows]
+
+    @_reads
+    def span(self, span_id: int) -> Span:
+        """The span whose call event is ``span_id``."""
+        found = self._span_or_none(span_id)
+        if found is None:
+            raise QueryError(f"there is no span {span_id} in {self.path}")
+        return found
+
+    def _span_or_none(self, span_id: int) -> Span | None:
+        rows = self.con.execute(
+            "SELECT span_id, node_id, pid_id, mfa_id, depth, parent_span_id, start_ts, "
+            "end_ts, duration_ns, outcome, correlation_id, trigger_message_id, end_seq "
+            "FROM spans WHERE span_id = ?", [span_id]).fetchall()
+        if not rows:
+            return None
+        return self._span(rows[0], self._payloads([rows[0][0], rows[0][12]]))
+
+    def _span(self, row: tuple[Any, ...], payloads: dict[int, bytes]) -> Span:
+        (span_id, node_id, pid_id, mfa_id, depth, parent, start_ts, end_ts, duration_ns,
+         outcome, correlation_id, trigger, end_seq) = row
+        dims = self._dims
+        module, function, arity = dims.functions[mfa_id]
+        return Span(
+            span_id=span_id, node=dims.nodes.get(node_id, ""), pid=dims.pids[pid_id][0],
+            pid_id=pid_id, pid_name=dims.name(pid_id), module=module, function=function,
+            arity=arity, depth=depth, parent_span_id=parent, start=dims.at(start_ts, node_id),
+            end=dims.time(end_ts, node_id),
+            duration=None if duration_ns is None else duration_ns / 1e9, outcome=outcome,
+            correlation_id=correlation_id, trigger_message_id=trigger,
+            args_payload=payloads.get(span_id, b""),
+            result_payload=payloads.get(end_seq) if end_seq is not None else None)
+
+    def _payloads(self, seqs: Iterable[int | None]) -> dict[int, bytes]:
+        wanted = sorted({seq for seq in seqs if seq is not None})
+        if not wanted:
+            return {}
+        rows = self.con.execute(
+            "SELECT seq, payload FROM events WHERE seq BETWEEN ? AND ? "
+            "AND seq IN (SELECT unnest(?::BIGINT[]))", [wanted[0], wanted[-1], wanted])
+        return {seq: bytes(payload) for seq, payload in rows.fetchall()}
+
+    # --- messages -----------------------------------------------------------------------
+
+    @_reads
+    def message_flow(self, a: str | int, b: str | int | None = None,
+                     since: TimeSpec | None = None, until: TimeSpec | None = None,
+                     limit: int | None = 1000) -> list[Message]:
+        """Messages between processes ``a`` and ``b``, both ways, or every message to or
+        from ``a``; by the time they were sent (or received, if the send was not
+        recorded)."""
+        first = self._pid_ids(a)
+        where = _Where()
+        if b is None:
+            where.add("(sender_pid_id IN (SELECT unnest(?::BIGINT[])) OR "
+                      "receiver_pid_id IN (SELECT unnest(?::BIGINT[])))", first, first)
+        else:
+            second = self._pid_ids(b)
+            pair = ("(sender_pid_id IN (SELECT unnest(?::BIGINT[])) AND "
+                    "receiver_pid_id IN (SELECT unnest(?::BIGINT[])))")
+            where.add(f"({pair} OR {pair})", first, second, second, first)
+        self._time_range(where, "coalesce(sent_ts, received_ts) + n.time_offset_ns",
+                         since, until)
+        sql = ("SELECT message_id, m.node_id, send_seq, receive_seq, sender_pid_id, "
+               "receiver_pid_id, target, sent_ts, received_ts, handled_ts, queue_ns, "
+               "to_dead, send_span_id, handler_span_id FROM messages m "
+               f"JOIN nodes n ON n.node_id = m.node_id {where.sql()} "
+               "ORDER BY coalesce(sent_ts, received_ts) + n.time_offset_ns, message_id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.con.execute(sql, where.params).fetchall()
+        return self._messages(rows)
+
+    def _messages(self, rows: list[tuple[Any, ...]]) -> list[Message]:
+        payloads = self._payloads(row[2] if row[2] is not None else row[3] for row in rows)
+        dims = self._dims
+        found = []
+        for (message_id, node_id, send_seq, receive_seq, sender, receiver, target, sent_ts,
+             received_ts, handled_ts, queue_ns, to_dead, send_span, handler_span) in rows:
+            receiver_node = dims.node_of(receiver) or node_id
+            found.append(Message(
+                message_id=message_id, node=dims.nodes.get(node_id, ""),
+                sender=dims.pid(sender), sender_name=dims.name(sender),
+                receiver=dims.pid(receiver), receiver_name=dims.name(receiver),
+                target=target, sent=dims.time(sent_ts, dims.node_of(sender) or node_id),
+                received=dims.time(received_ts, receiver_node),
+                handled=dims.time(handled_ts, receiver_node),
+                queue_time=None if queue_ns is None else queue_ns / 1e9,
+                to_dead=bool(to_dead), send_seq=send_seq, receive_seq=receive_seq,
+                send_span_id=send_span, handler_span_id=handler_span,
+                payload=payloads.get(send_seq if send_seq is not None else receive_seq,
+                                     b"")))
+        return found
+
+    def _message(self, message_id: int) -> Message | None:
+        rows = self.con.execute(
+            "SELECT message_id, node_id, send_seq, receive_seq, sender_pid_id, "
+            "receiver_pid_id, target, sent_ts, received_ts, handled_ts, queue_ns, to_dead, "
+            "send_span_id, handler_span_id FROM messages WHERE message_id = ?",
+            [message_id]).fetchall()
+        found = self._messages(rows)
+        return found[0] if found else None
+
+    # --- processes ----------------------------------------------------------------------
+
+    @_reads
+    def processes(self) -> list[Process]:
+        """Every process the recording saw, in the order it first appeared."""
+        rows = self.con.execute(
+            "SELECT pid_id, node_id, parent_pid_id, initial_call, names, first_ts, last_ts, "
+            "spawned_ts, exit_ts, exit_reason, events FROM processes "
+            "ORDER BY first_ts NULLS LAST, pid_id").fetchall()
+        dims = self._dims
+        return [Process(
+            pid=dims.pids[pid_id][0], pid_id=pid_id, node=dims.nodes.get(node_id, ""),
+            names=tuple(names or ()), parent=dims.pid(parent), initial_call=initial_call,
+            first_seen=dims.time(first_ts, node_id), last_seen=dims.time(last_ts, node_id),
+            spawned=dims.time(spawned_ts, node_id), exited=dims.time(exit_ts, node_id),
+            events=events, exit_payload=None if reason is None else bytes(reason))
+            for (pid_id, node_id, parent, initial_call, names, first_ts, last_ts, spawned_ts,
+                 exit_ts, reason, events) in rows]
+
+    # --- causes -------------------------------------------------------------------------
+
+    @_reads
+    def causes(self, event_or_seq: Event | int, max_steps: int = 50) -> list[CauseStep]:
+        """What led to an event, nearest first: the span it ran in, the outermost
+        traced call around that, the message that triggered the call, the send of that
+        message, the span that sent it, and so on back. A process's first doings lead
+        to its spawn; events outside any traced call lead to the last message their
+        process received before them."""
+        event = event_or_seq if isinstance(event_or_seq, Event) else self.event(event_or_seq)
+        steps: list[CauseStep] = []
+        seen = {event.seq}
+        while len(steps) < max_steps:
+            step = self._cause_of(event)
+            if step is None or step.event.seq in seen:
+                break
+            steps.append(step)
+            seen.add(step.event.seq)
+            event = step.event
+        return steps
+
+    def _cause_of(self, event: Event) -> CauseStep | None:
+        if event.kind == "receive":
+            return self._sender(event)
+        if event.kind == "call":
+            span = self._span_or_none(event.seq)
+            step = self._span_cause(span) if span is not None else None
+            return step or self._before(event)
+        if event.span_id is not None:
+            call = self.event(event.span_id)
+            return CauseStep(f"in span {call.mfa}", call)
+        return self._before(event)
+
+    def _sender(self, receive: Event) -> CauseStep | None:
+        message = self._message(receive.message_id) if receive.message_id else None
+        if message is None or message.send_seq is None or message.send_seq == receive.seq:
+            return None
+        send = self.event(message.send_seq)
+        return CauseStep(f"sent by {self._where(send)}", send)
+
+    def _span_cause(self, span: Span) -> CauseStep | None:
+        """For a nested call its outermost traced call; for an outermost one the
+        message that triggered it."""
+        if span.depth > 1:
+            outer = span
+            while outer.depth > 1 and outer.parent_span_id is not None:
+                outer = self.span(outer.parent_span_id)
+            if outer.span_id != span.span_id:
+                return CauseStep(f"inside {outer.mfa}, the outermost traced call on "
+                                 f"{self._dims.label(outer.pid_id)}",
+                                 self.event(outer.span_id))
+        message = self._message(span.trigger_message_id) if span.trigger_message_id else None
+        if message is None:
+            return None
+        text = _short(message.text)
+        if message.receive_seq is not None:
+            receive = self.event(message.receive_seq)
+            return CauseStep(f"triggered by message {text} received by "
+                             f"{self._dims.label(receive.pid_id)}", receive)
+        if message.send_seq is not None:
+            send = self.event(message.send_seq)
+            return CauseStep(f"triggered by message {text} sent by {self._where(send)}", send)
+        return None
+
+    def _before(self, event: Event) -> CauseStep | None:
+        """The last message the event's process received before it, or else the
+        process's spawn."""
+        rows = self._event_rows(
+            _Where(), "DESC", 1, "pid_id = ?", "kind = ?", "(hlc, seq) < (?, ?)",
+            params=(event.pid_id, KIND_CODES["receive"], event.hlc, event.seq))
+        if rows:
+            receive = self._event(rows[0])
+            return CauseStep(f"after receiving message {_short(receive.text)}", receive)
+        rows = self._event_rows(_Where(), "ASC", 1, "other_pid_id = ?", "kind = ?",
+                                params=(event.pid_id, KIND_CODES["spawn"]))
+        if rows:
+            spawn = self._event(rows[0])
+            return CauseStep(f"{self._dims.label(event.pid_id)} spawned by "
+                             f"{self._where(spawn)}", spawn)
+        return None
+
+    def _where(self, event: Event) -> str:
+        """``#PID<0.5.0> (Bank.Client) in span Bank.Client.run/1``."""
+        who = self._dims.label(event.pid_id)
+        if event.span_id is None:
+            return who
+        span = self._span_or_none(event.span_id)
+        return f"{who} in span {span.mfa}" if span else who
+
+    # --- summary ------------------------------------------------------------------------
+
+    @_reads
+    def summary(self, top: int = 5) -> dict[str, Any]:
+        """What the recording holds, in numbers and the ``top`` most notable items."""
+        con, dims, one = self.con, self._dims, self._scalar
+        end = one("SELECT max(coalesce(n.ended_ts, e.last) + n.time_offset_ns) FROM nodes n "
+                  "LEFT JOIN (SELECT node_id, max(ts) AS last FROM events GROUP BY node_id) e "
+                  "USING (node_id)")
+        busiest = con.execute(
+            "SELECT mfa_id, count(*) AS calls FROM events WHERE kind = ? "
+            "GROUP BY mfa_id ORDER BY calls DESC, mfa_id LIMIT ?",
+            [KIND_CODES["call"], top]).fetchall()
+        losses = con.execute("SELECT source, sum(events), sum(batches) FROM losses "
+                             "GROUP BY source ORDER BY source").fetchall()
+        trips = con.execute("SELECT wall_ns, detail FROM session_events "
+                            "WHERE what = 'breaker_trip' ORDER BY wall_ns").fetchall()
+        meta = self.meta
+        return {
+            "path": str(self.path),
+            "nodes": [dims.nodes[key] for key in sorted(dims.nodes)],
+            "events": one("SELECT count(*) FROM events"),
+            "duration": 0.0 if end is None else max(0.0, (end - dims.start_wall_ns) / 1e9),
+            "processes": one("SELECT count(*) FROM processes"),
+            "spans": one("SELECT count(*) FROM spans"),
+            "messages": one("SELECT count(*) FROM messages"),
+            "busiest_functions": [{"mfa": mfa_text(*dims.functions[mfa_id]), "calls": calls}
+                                  for mfa_id, calls in busiest],
+            "slowest_spans": [{"span_id": span.span_id, "mfa": span.mfa, "pid": span.pid,
+                               "pid_name": span.pid_name, "start": span.start,
+                               "duration": span.duration, "outcome": span.outcome}
+                              for span in self.spans(slowest=top)],
+            "crashes": [{"seq": crash.seq, "pid": crash.pid, "pid_name": crash.pid_name,
+                         "time": crash.time, "reason": crash.text}
+                        for crash in self._crashes()],
+            "losses": {source: {"events": events, "batches": batches}
+                       for source, events, batches in losses},
+            "breaker_trips": [{"time": seconds(wall, dims.start_wall_ns), "detail": detail}
+                              for wall, detail in trips],
+            "meta": {key: meta.get(key) for key in ("traces", "limits", "ring", "drops",
+                                                    "agent_stats", "recorder_version")},
+            "recovered": self.recovered,
+        }
+
+    def _scalar(self, sql: str) -> Any:
+        row = self.con.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+    def _crashes(self) -> list[Event]:
+        """Exit events whose reason is not normal, shutdown or ``{:shutdown, _}``."""
+        where = _Where()
+        where.add("kind = ?", KIND_CODES["exit"])
+        return [event for event in map(self._event, self._event_rows(where, "ASC", None))
+                if not _clean_exit(event.payload)]
+
+
+def search_tokens(text: str) -> list[str]:
+    """The letter runs of ``text`` that the raw ETF of any term whose printed form
+    contains ``text`` contains too."""
+    # Escapes print letters the data does not hold.
+    text = _ESCAPE.sub(" ", _ESCAPE_TAIL.sub("", text, count=1))
+    tokens: list[str] = []
+    for run in _LETTER_RUN.findall(text):
+        if run not in tokens and not any(run in word for word in _DECORATIONS):
+            tokens.append(run)
+    return tokens
+
+
+def _as_small_integers(token: str) -> str:
+    """The ETF of ``token``'s letters as elements of a list: each is SMALL_INTEGER_EXT
+    (tag 97, which is ``a``) and the letter's byte."""
+    return "".join(f"a{letter}" for letter in token)
+
+
+def _clean_exit(payload: bytes) -> bool:
+    try:
+        reason = payload_value(payload)
+    except ETFDecodeError:
+        return False
+    if isinstance(reason, tuple) and len(reason) == 2:
+        return bool(reason[0] == _SHUTDOWN)
+    return reason in (_NORMAL, _SHUTDOWN)
+
+
+def _display(module: str) -> str:
+    """A module or registered name as Elixir writes it: ``Bank.Account``, ``:logger``."""
+    return module_display(str(module_atom(module)))
+
+
+def _kind_codes(kind: str | Iterable[str]) -> list[int]:
+    names = [kind] if isinstance(kind, str) else list(kind)
+    unknown = [name for name in names if name not in KIND_CODES]
+    if unknown:
+        raise QueryError(f"{unknown[0]!r} is not an event kind; the kinds are "
+                         f"{', '.join(KIND_CODES)}")
+    return [KIND_CODES[name] for name in names]
+
+
+def _direction(order: str) -> str:
+    if order not in ("asc", "desc"):
+        raise QueryError(f"order must be asc or desc, not {order!r}")
+    return order.upper()
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
