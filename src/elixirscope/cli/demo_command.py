@@ -1,61 +1,78 @@
-"""``elixirscope demo``: the bundled bank app, a workload with faults, and its live
-process table."""
+"""``elixirscope demo``: the bundled bank app under a workload with faults, recorded and
+summarised."""
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
 
 import click
-from rich.live import Live
 
 from elixirscope.cli import output
-from elixirscope.cli.node_commands import process_table
 from elixirscope.cli.options import json_option
-from elixirscope.dist.node import Node, connect
-from elixirscope.elixir_format import inspect
-from elixirscope.process_table import ProcessRow, fetch_process_table
+from elixirscope.cli.record_command import default_path, record_for, stats_line
+from elixirscope.cli.summary_view import print_summary, summary_json
+from elixirscope.dist.node import Node
+from elixirscope.etf import Atom, Pid
+from elixirscope.recording.query import open_recording
 from elixirscope.sample_nodes import start_sample
+from elixirscope.tracing.scope import Scope, attach
+
+# Traced at "detailed" (calls, returns, exceptions).
+MODULES = ("Bank.Account", "Bank.Transfer", "Bank.Auditor", "Bank.Ledger", "Bank.Faults")
+# Named processes whose messages and lifecycle are traced.
+PROCESSES = ("Bank.Transfer", "Bank.Auditor", "Bank.Ledger", "Bank.Workload")
 
 
 @click.command()
-@click.option("--duration", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
-              help="Seconds to watch the app run.")
-@click.option("--limit", type=click.IntRange(min=1), default=15, show_default=True,
-              help="Rows in the process table.")
-@json_option("The final process table as JSON lines.")
-def demo(duration: float, limit: int, as_json: bool) -> None:
-    """Starts the sample bank app, drives a workload that crashes accounts, takes a slow
-    path and floods a mailbox, and shows the node's live process table."""
+@click.option("--duration", type=click.FloatRange(min=1.0), default=12.0, show_default=True,
+              help="Seconds to record (the fault script takes about 11).")
+@click.option("-o", "--output", "path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The recording file (default: a new file here).")
+@json_option("The summary as one JSON document.")
+def demo(duration: float, path: Path | None, as_json: bool) -> None:
+    """Starts the sample bank app on a fresh node, records it for DURATION seconds while
+    a workload runs with an account crash, a slow path and a message flood, then
+    summarises the recording: processes, busiest functions, slowest spans, messages,
+    the crash and its causal chain, and what was dropped."""
+    target = path or default_path("elixirscope-demo")
     output.err.print("starting the sample bank app on a fresh node ...")
     with start_sample("bank", name_prefix="bank_demo") as beam, \
-            connect(beam.name, beam.cookie) as node:
-        output.err.print(f"connected to {node.name} as hidden node {node.own_name}")
-        node.rpc("Elixir.Bank.Demo", "run", [[]])
-        live = not as_json and output.out.is_terminal
-        rows = _watch(node, duration, limit, live=live)
-        stats = node.rpc("Elixir.Bank.Workload", "stats", [])
-    if as_json:
-        for row in rows:
-            output.json_line(row.as_dict())
-        return
-    if not live:
-        output.out.print(process_table(rows, f"{beam.name} after {duration:g} s"))
-    output.out.print(f"workload: {inspect(stats)}")
+            attach(beam.name, beam.cookie) as scope:
+        output.err.print(f"attached to {beam.name}; tracing {', '.join(MODULES)}")
+        _trace_bank(scope)
+        output.err.print(f"recording {duration:g} s to {target} ...")
+        stats = record_for(scope, target, duration, live=not as_json, before=_start_demo)
+    with open_recording(target) as recording:
+        if as_json:
+            output.json_line(summary_json(recording) | {"path": str(target)})
+            return
+        output.err.print(stats_line(stats))
+        print_summary(recording)
+    output.out.print(f"\nrecording: {target}  (try: elixirscope spans {target} --slowest 10)")
 
 
-def _watch(node: Node, duration: float, limit: int, *, live: bool) -> list[ProcessRow]:
-    deadline = time.monotonic() + duration
-    if not live:
-        time.sleep(duration)
-        return fetch_process_table(node, limit=limit)
-    rows = fetch_process_table(node, limit=limit)
-    with Live(process_table(rows, node.name), console=output.out,
-              refresh_per_second=4) as screen:
-        while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(1.0, left))
-            rows = fetch_process_table(node, limit=limit)
-            screen.update(process_table(rows, f"{node.name}, {max(0.0, left):.0f} s left"))
-    return rows
+def _trace_bank(scope: Scope) -> None:
+    for module in MODULES:
+        scope.trace(module, "detailed")
+    for name in PROCESSES:
+        scope.trace_process(name, include=["messages", "lifecycle"])
+    # Accounts are started under a supervisor: their restarts inherit its flags.
+    scope.trace_process("Bank.AccountSupervisor", include=["lifecycle"],
+                        include_children=True)
+    for pid in _account_pids(scope.node):
+        scope.trace_process(pid, include=["messages", "lifecycle"])
+
+
+def _account_pids(node: Node) -> list[Pid]:
+    ids = node.rpc("Elixir.Bank", "account_ids", [])
+    pids = [node.rpc("Elixir.Bank.Account", "whereis", [account]) for account in ids]
+    return [pid for pid in pids if isinstance(pid, Pid)]
+
+
+def _start_demo(scope: Scope) -> None:
+    reply = scope.node.rpc("Elixir.Bank.Demo", "run", [[]])
+    if reply != Atom("ok"):
+        output.err.print(f"note: the demo script answered {reply}")
 
 
 def register(group: click.Group) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,14 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
 
 
 def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: str = "block",
-               capacity: int = 1 << 20, live: bool = True) -> RecorderStats:
+               capacity: int = 1 << 20, live: bool = True,
+               before: Callable[[Scope], None] | None = None) -> RecorderStats:
     """Records until ``duration`` passes, Ctrl-C or the connection drops, with a live
-    progress line; then finishes the file and returns the final counts."""
+    progress line; then finishes the file and returns the final counts. ``before``
+    runs once the recorder is taking events."""
     recorder = scope.record(path, overflow=overflow, capacity=capacity)
+    if before is not None:
+        before(scope)
     deadline = None if duration is None else time.monotonic() + duration
     lost = scope.node.anode.closed
     try:

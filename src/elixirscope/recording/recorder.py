@@ -39,7 +39,7 @@ from elixirscope.remote_eval import eval_erlang
 from elixirscope.version import __version__
 
 if TYPE_CHECKING:
-    from elixirscope.tracing.scope import AsyncScope, TraceStopped
+    from elixirscope.tracing.scope import AsyncScope, TraceInfo, TraceStopped
 
 NODE_ID = 1
 # At most this many processes are asked about when the recording stops.
@@ -104,6 +104,7 @@ class Recorder:
         self.ring.on_space = self._on_space
         self._snapshot_rows: list[tuple[int, int, str | None, str | None, bool]] = []
         self._end_ts: int | None = None
+        self._traces: list[dict[str, Any]] = []
         self._closed = False
         self._finished = False
 
@@ -231,6 +232,8 @@ class Recorder:
             with contextlib.suppress(ElixirScopeError):
                 await scope.flush()
                 await scope.drain()
+            with contextlib.suppress(ElixirScopeError):
+                self._traces = [_trace_meta(info) for info in await scope.list_traces()]
         self._closed = True
         self._space.set()
         scope.remove_sink(self)
@@ -271,6 +274,7 @@ class Recorder:
             raise ElixirScopeError(f"writing {self.path} failed: {error}") from error
         meta = self._progress_meta()
         meta["ended_wall_ns"] = time.time_ns()
+        meta["traces"] = self._traces
         self._writer.flush(meta)
         con = self._con
         if self._snapshot_rows:
@@ -298,6 +302,13 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _trace_meta(info: TraceInfo) -> dict[str, Any]:
+    return {"ref": info.ref, "kind": info.kind, "target": info.target,
+            "status": info.status, "captured": info.captured, "dropped": info.dropped,
+            "sampled_out": info.sampled_out,
+            "options": {key: inspect(value) for key, value in info.options.items()}}
 
 
 def _name_text(name: Any) -> str:
