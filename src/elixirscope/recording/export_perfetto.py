@@ -167,7 +167,10 @@ def _flows(source: Source, texts: Texts, origin: int) -> Iterator[dict[str, Any]
             name = cut(text, MESSAGE_NAME_CHARS) if text is not None else "message"
             yield {"ph": "s", "id": message_id, "name": name, "cat": "message",
                    "pid": send_node, "tid": sender, "ts": (sent - origin) / 1000}
-            yield {"ph": "f", "bp": "e", "id": message_id, "name": name, "cat": "message",
+            # Without "bp": "e" the arrow ends on the next slice of the receiver, the
+            # handler, rather than on a slice open at delivery (usually none: the
+            # receive happens in the untraced loop of the process).
+            yield {"ph": "f", "id": message_id, "name": name, "cat": "message",
                    "pid": receive_node, "tid": receiver, "ts": (received - origin) / 1000}
 
 
