@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -19,8 +20,8 @@ from elixirscope.tracing.events import KIND_CODES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Payloads longer than this are cut before Rich fits them to the terminal.
-_CELL_CHARS = 400
+# Payload columns never get narrower than this, however narrow the terminal.
+_MIN_CELL = 12
 _TIME_HELP = ("Seconds from the start (1.5, 250ms) or an ISO-8601 date and time "
               "(2024-05-01T12:00:03).")
 
@@ -93,7 +94,7 @@ def query(recording: Path, pid: str | None, module: str | None, function: str | 
             for event in events:
                 output.json_line(event.as_dict())
             return
-        output.out.print(_event_table(events, f"{recording}: {len(events)} events"))
+        _print_events(events, f"{recording}: {len(events)} events")
 
 
 @click.command()
@@ -115,34 +116,47 @@ def spans(recording: Path, pid: str | None, module: str | None, function: str | 
             for span in found:
                 output.json_line(span.as_dict())
             return
-        output.out.print(_span_table(found, f"{recording}: {len(found)} calls"))
+        _print_spans(found, f"{recording}: {len(found)} calls")
 
 
-def _event_table(events: list[Event], title: str) -> Table:
-    table = Table("seq", "time (s)", "pid", "kind", "function", box=None, title=title)
-    table.columns[0].justify = table.columns[1].justify = "right"
-    table.add_column("payload", no_wrap=True, overflow="ellipsis", ratio=1)
-    for event in events:
-        table.add_row(str(event.seq), f"{event.time:.3f}", _who(event.pid, event.pid_name),
-                      event.kind, Text(_function(event)), _cell(event.text))
-    return table
+def _print_events(events: list[Event], title: str) -> None:
+    rows = [[str(event.seq), f"{event.time:.3f}", _who(event.pid, event.pid_name), event.kind,
+             _function(event), event.text] for event in events]
+    _print_table(title, ["seq", "time (s)", "pid", "kind", "function", "payload"], rows,
+                 right=2, cut=1)
 
 
-def _span_table(found: list[Span], title: str) -> Table:
-    table = Table("start (s)", "duration", "pid", "function", "outcome", box=None,
-                  title=title)
-    table.columns[0].justify = table.columns[1].justify = "right"
-    table.add_column("args", no_wrap=True, overflow="ellipsis", ratio=1)
-    table.add_column("result", no_wrap=True, overflow="ellipsis", ratio=1)
-    for span in found:
-        table.add_row(f"{span.start:.3f}", _duration(span.duration),
-                      _who(span.pid, span.pid_name), Text("  " * (span.depth - 1) + span.mfa),
-                      span.outcome, _cell(span.args), _cell(span.result or ""))
-    return table
+def _print_spans(found: list[Span], title: str) -> None:
+    rows = [[f"{span.start:.3f}", _duration(span.duration), _who(span.pid, span.pid_name),
+             "  " * (span.depth - 1) + span.mfa, span.outcome, span.args, span.result or ""]
+            for span in found]
+    _print_table(title, ["start (s)", "duration", "pid", "function", "outcome", "args",
+                         "result"], rows, right=2, cut=2)
 
 
-def _who(pid: str, name: str | None) -> Text:
-    return Text(f"{pid} {name}" if name else pid)
+def _print_table(title: str, headers: list[str], rows: list[list[str]], *, right: int,
+                 cut: int) -> None:
+    """A table whose first ``right`` columns are right-aligned and whose last ``cut``
+    columns (payload texts) are cut to share what the other columns leave of the
+    terminal's width."""
+    fixed = len(headers) - cut
+    widths = [max(cell_len(row[i]) for row in [headers, *rows]) for i in range(fixed)]
+    room = max(_MIN_CELL, (output.out.width - sum(widths) - 2 * len(headers)) // cut)
+    table = Table(box=None, title=title)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="right" if i < right else "left", no_wrap=True)
+    for row in rows:
+        cells = [Text(cell) for cell in row[:fixed]]
+        for cell in row[fixed:]:
+            text = Text(cell[:room + 1])  # plain strings would be read as Rich markup
+            text.truncate(room, overflow="ellipsis")
+            cells.append(text)
+        table.add_row(*cells)
+    output.out.print(table)
+
+
+def _who(pid: str, name: str | None) -> str:
+    return f"{pid} {name}" if name else pid
 
 
 def _function(event: Event) -> str:
@@ -152,10 +166,6 @@ def _function(event: Event) -> str:
     if peer is None:
         return ""
     return f"← {peer}" if event.kind in ("spawned", "getting_linked") else f"→ {peer}"
-
-
-def _cell(text: str) -> Text:
-    return Text(text if len(text) <= _CELL_CHARS else text[:_CELL_CHARS] + "…")
 
 
 def _duration(value: float | None) -> str:

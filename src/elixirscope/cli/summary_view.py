@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from elixirscope.cli import output
@@ -48,12 +49,12 @@ def print_summary(recording: Recording) -> None:
     out.print(f"[bold]crashes[/]: {len(crashes)}")
     for crash in crashes[:_CRASHES_SHOWN]:
         who = crash["pid_name"] or crash["pid"]
-        out.print(f"  {crash['time']:.3f} s  {who} exited: {_cut(crash['reason'])}")
+        out.print(escape(f"  {crash['time']:.3f} s  {who} exited: {_cut(crash['reason'])}"))
         for step in recording.causes(crash["seq"]):
             event = step.event
             where = event.mfa or event.kind
-            out.print(f"      ← {step.relation} ({event.pid_name or event.pid}, {where}, "
-                      f"{event.time:.3f} s)")
+            out.print(escape(f"      ← {_cut(step.relation)} ({event.pid_name or event.pid}, "
+                             f"{where}, {event.time:.3f} s)"))
 
     losses = summary["losses"]
     drops = (summary.get("meta") or {}).get("drops") or {}
@@ -66,7 +67,7 @@ def print_summary(recording: Recording) -> None:
         parts = [f"{source} {count:,}" for source, count in {**lost, **ring}.items()]
         out.print(f"[bold]drops[/]: {', '.join(parts)}")
     for trip in summary["breaker_trips"]:
-        out.print(f"[bold]breaker[/] tripped at {trip['time']:.3f} s: {trip['detail']}")
+        out.print(f"[bold]breaker[/] tripped at {trip['time']:.3f} s: {escape(trip['detail'])}")
     if summary.get("recovered"):
         out.print("note: the recording was not closed cleanly; it was recovered on opening")
 

@@ -27,7 +27,7 @@ import duckdb
 
 from elixirscope.beam_names import function_atom, module_atom, module_display
 from elixirscope.errors import ElixirScopeError, ETFDecodeError
-from elixirscope.etf import Atom
+from elixirscope.etf import Atom, encode
 from elixirscope.recording import correlate, store
 from elixirscope.recording.results import (
     CauseStep,
@@ -36,6 +36,7 @@ from elixirscope.recording.results import (
     Process,
     Span,
     mfa_text,
+    payload_text,
     payload_value,
 )
 from elixirscope.recording.timespec import TimeSpec, seconds, wall_ns
@@ -49,6 +50,14 @@ _R = TypeVar("_R")
 _EVENT_COLUMNS = ("seq, node_id, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, "
                   "other_pid_id, caller_mfa_id, target, payload, original_size, span_id, "
                   "parent_span_id, message_id, correlation_id")
+_SPAN_COLUMNS = ("s.span_id, s.node_id, s.pid_id, s.mfa_id, s.depth, s.parent_span_id, "
+                 "s.start_ts, s.end_ts, s.duration_ns, s.outcome, s.correlation_id, "
+                 "s.trigger_message_id, s.end_seq")
+_SPAN_START = "s.start_ts + coalesce(n.time_offset_ns, 0)"
+_MESSAGE_COLUMNS = ("m.message_id, m.node_id, m.send_seq, m.receive_seq, m.sender_pid_id, "
+                    "m.receiver_pid_id, m.target, m.sent_ts, m.received_ts, m.handled_ts, "
+                    "m.queue_ns, m.to_dead, m.send_span_id, m.handler_span_id")
+_MESSAGE_TIME = "coalesce(m.sent_ts, m.received_ts) + coalesce(n.time_offset_ns, 0)"
 _SEARCH_CHUNK = 2000
 # Letter runs that inspect() prints around a term's own data (#PID<...>,
 # MapSet.new(...), Date.range(...), <<1::size(3)>>, ...): not in the ETF bytes.
@@ -154,14 +163,15 @@ class _Where:
 
 
 class Recording:
-    """An open recording. Use as a context manager, or call ``close()``."""
+    """An open recording (``open_recording``); a context manager, or call ``close()``.
+    ``recovered`` is true when the recording had not been finalized (its recorder
+    was killed) and opening it did so."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *,
                  recovered: bool = False) -> None:
         self.con = con
         self.path = path
         self.recovered = recovered
-        """True if the recording was not finalized and opening it did so."""
 
     def close(self) -> None:
         self.con.close()
@@ -267,30 +277,27 @@ class Recording:
 
     def _event_rows(self, where: _Where, direction: str, limit: int | None,
                     *extra: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        sql = (f"SELECT {_EVENT_COLUMNS} FROM events {where.sql(*extra)} "
-               f"ORDER BY hlc {direction}, seq {direction}")
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        sql = _event_sql(where, direction, *extra) + _limit(limit)
         return self.con.execute(sql, [*where.params, *params]).fetchall()
 
     def _search(self, where: _Where, direction: str, text: str,
                 limit: int | None) -> list[Event]:
+        """Candidates streamed in chunks from one query, checked in Python."""
         found: list[Event] = []
-        after: tuple[int, int] | None = None
-        compare = ">" if direction == "ASC" else "<"
-        while limit is None or len(found) < limit:
-            extra = () if after is None else (f"(hlc, seq) {compare} (?, ?)",)
-            rows = self._event_rows(where, direction, _SEARCH_CHUNK, *extra,
-                                    params=after or ())
-            for row in rows:
-                event = self._event(row)
-                if text in event.text:
-                    found.append(event)
-                    if limit is not None and len(found) >= limit:
-                        break
-            if len(rows) < _SEARCH_CHUNK:
-                break
-            after = (rows[-1][7], rows[-1][0])
+        if limit == 0:
+            return found
+        nodes = self._dims.nodes
+        with self.con.cursor() as cur:
+            cur.execute(_event_sql(where, direction), where.params)
+            while rows := cur.fetchmany(_SEARCH_CHUNK):
+                for row in rows:
+                    printed = payload_text(row[12], nodes.get(row[1], ""))
+                    if text in printed:
+                        event = self._event(row)
+                        event.__dict__["text"] = printed  # the cached_property's slot
+                        found.append(event)
+                        if len(found) == limit:
+                            return found
         return found
 
     def _event(self, row: tuple[Any, ...]) -> Event:
@@ -368,20 +375,11 @@ class Recording:
         where.within("s.mfa_id", self._mfa_ids(module, function))
         if min_duration is not None:
             where.add("s.duration_ns >= ?", round(min_duration * 1e9))
-        self._time_range(where, "s.start_ts + n.time_offset_ns", since, until)
-        order = "s.start_ts + n.time_offset_ns, s.span_id"
-        if slowest is not None:
-            order = "s.duration_ns DESC NULLS LAST, s.span_id"
-            limit = slowest if limit is None else min(slowest, limit)
-        sql = ("SELECT s.span_id, s.node_id, s.pid_id, s.mfa_id, s.depth, s.parent_span_id, "
-               "s.start_ts, s.end_ts, s.duration_ns, s.outcome, s.correlation_id, "
-               "s.trigger_message_id, s.end_seq FROM spans s "
-               f"JOIN nodes n ON n.node_id = s.node_id {where.sql()} ORDER BY {order}")
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self.con.execute(sql, where.params).fetchall()
-        payloads = self._payloads([row[0] for row in rows] + [row[12] for row in rows])
-        return [self._span(row, payloads) for row in rows]
+        self._time_range(where, _SPAN_START, since, until)
+        if slowest is None:
+            return self._spans(where, f"{_SPAN_START}, s.span_id", limit)
+        return self._spans(where, "s.duration_ns DESC NULLS LAST, s.span_id",
+                           slowest if limit is None else min(slowest, limit))
 
     @_reads
     def span(self, span_id: int) -> Span:
@@ -392,13 +390,17 @@ class Recording:
         return found
 
     def _span_or_none(self, span_id: int) -> Span | None:
-        rows = self.con.execute(
-            "SELECT span_id, node_id, pid_id, mfa_id, depth, parent_span_id, start_ts, "
-            "end_ts, duration_ns, outcome, correlation_id, trigger_message_id, end_seq "
-            "FROM spans WHERE span_id = ?", [span_id]).fetchall()
-        if not rows:
-            return None
-        return self._span(rows[0], self._payloads([rows[0][0], rows[0][12]]))
+        where = _Where()
+        where.add("s.span_id = ?", span_id)
+        found = self._spans(where, "s.span_id", 1)
+        return found[0] if found else None
+
+    def _spans(self, where: _Where, order: str, limit: int | None) -> list[Span]:
+        sql = (f"SELECT {_SPAN_COLUMNS} FROM spans s LEFT JOIN nodes n USING (node_id) "
+               f"{where.sql()} ORDER BY {order}{_limit(limit)}")
+        rows = self.con.execute(sql, where.params).fetchall()
+        payloads = self._payloads([row[0] for row in rows] + [row[12] for row in rows])
+        return [self._span(row, payloads) for row in rows]
 
     def _span(self, row: tuple[Any, ...], payloads: dict[int, bytes]) -> Span:
         (span_id, node_id, pid_id, mfa_id, depth, parent, start_ts, end_ts, duration_ns,
@@ -436,26 +438,26 @@ class Recording:
         first = self._pid_ids(a)
         where = _Where()
         if b is None:
-            where.add("(sender_pid_id IN (SELECT unnest(?::BIGINT[])) OR "
-                      "receiver_pid_id IN (SELECT unnest(?::BIGINT[])))", first, first)
+            where.add("(m.sender_pid_id IN (SELECT unnest(?::BIGINT[])) OR "
+                      "m.receiver_pid_id IN (SELECT unnest(?::BIGINT[])))", first, first)
         else:
             second = self._pid_ids(b)
-            pair = ("(sender_pid_id IN (SELECT unnest(?::BIGINT[])) AND "
-                    "receiver_pid_id IN (SELECT unnest(?::BIGINT[])))")
+            pair = ("(m.sender_pid_id IN (SELECT unnest(?::BIGINT[])) AND "
+                    "m.receiver_pid_id IN (SELECT unnest(?::BIGINT[])))")
             where.add(f"({pair} OR {pair})", first, second, second, first)
-        self._time_range(where, "coalesce(sent_ts, received_ts) + n.time_offset_ns",
-                         since, until)
-        sql = ("SELECT message_id, m.node_id, send_seq, receive_seq, sender_pid_id, "
-               "receiver_pid_id, target, sent_ts, received_ts, handled_ts, queue_ns, "
-               "to_dead, send_span_id, handler_span_id FROM messages m "
-               f"JOIN nodes n ON n.node_id = m.node_id {where.sql()} "
-               "ORDER BY coalesce(sent_ts, received_ts) + n.time_offset_ns, message_id")
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self.con.execute(sql, where.params).fetchall()
-        return self._messages(rows)
+        self._time_range(where, _MESSAGE_TIME, since, until)
+        return self._messages(where, limit)
 
-    def _messages(self, rows: list[tuple[Any, ...]]) -> list[Message]:
+    def _message(self, message_id: int) -> Message | None:
+        where = _Where()
+        where.add("m.message_id = ?", message_id)
+        found = self._messages(where, 1)
+        return found[0] if found else None
+
+    def _messages(self, where: _Where, limit: int | None) -> list[Message]:
+        sql = (f"SELECT {_MESSAGE_COLUMNS} FROM messages m LEFT JOIN nodes n USING (node_id) "
+               f"{where.sql()} ORDER BY {_MESSAGE_TIME}, m.message_id{_limit(limit)}")
+        rows = self.con.execute(sql, where.params).fetchall()
         payloads = self._payloads(row[2] if row[2] is not None else row[3] for row in rows)
         dims = self._dims
         found = []
@@ -475,15 +477,6 @@ class Recording:
                 payload=payloads.get(send_seq if send_seq is not None else receive_seq,
                                      b"")))
         return found
-
-    def _message(self, message_id: int) -> Message | None:
-        rows = self.con.execute(
-            "SELECT message_id, node_id, send_seq, receive_seq, sender_pid_id, "
-            "receiver_pid_id, target, sent_ts, received_ts, handled_ts, queue_ns, to_dead, "
-            "send_span_id, handler_span_id FROM messages WHERE message_id = ?",
-            [message_id]).fetchall()
-        found = self._messages(rows)
-        return found[0] if found else None
 
     # --- processes ----------------------------------------------------------------------
 
@@ -528,6 +521,10 @@ class Recording:
     def _cause_of(self, event: Event) -> CauseStep | None:
         if event.kind == "receive":
             return self._sender(event)
+        if event.kind == "exit":
+            fatal = self._fatal(event)
+            if fatal is not None:
+                return fatal
         if event.kind == "call":
             span = self._span_or_none(event.seq)
             step = self._span_cause(span) if span is not None else None
@@ -538,7 +535,7 @@ class Recording:
         return self._before(event)
 
     def _sender(self, receive: Event) -> CauseStep | None:
-        message = self._message(receive.message_id) if receive.message_id else None
+        message = None if receive.message_id is None else self._message(receive.message_id)
         if message is None or message.send_seq is None or message.send_seq == receive.seq:
             return None
         send = self.event(message.send_seq)
@@ -555,7 +552,8 @@ class Recording:
                 return CauseStep(f"inside {outer.mfa}, the outermost traced call on "
                                  f"{self._dims.label(outer.pid_id)}",
                                  self.event(outer.span_id))
-        message = self._message(span.trigger_message_id) if span.trigger_message_id else None
+        trigger = span.trigger_message_id
+        message = None if trigger is None else self._message(trigger)
         if message is None:
             return None
         text = _short(message.text)
@@ -566,6 +564,26 @@ class Recording:
         if message.send_seq is not None:
             send = self.event(message.send_seq)
             return CauseStep(f"triggered by message {text} sent by {self._where(send)}", send)
+        return None
+
+    def _fatal(self, exit_event: Event) -> CauseStep | None:
+        """What the process was doing when it died: a call the exit left open, or an
+        exception that was the last thing its traced calls did."""
+        rows = self.con.execute(
+            "SELECT span_id FROM spans WHERE end_seq = ? AND outcome = 'exit' "
+            "ORDER BY depth DESC LIMIT 1", [exit_event.seq]).fetchall()
+        if rows:
+            call = self.event(rows[0][0])
+            return CauseStep(f"while in {call.mfa}, which never returned", call)
+        # An exception that escaped the outermost traced call is what the process
+        # could not handle, even if cleanup code (terminate/2) was traced after it.
+        rows = self.con.execute(
+            "SELECT end_seq FROM spans WHERE pid_id = ? AND depth = 1 "
+            "AND outcome = 'exception' AND end_seq < ? ORDER BY end_seq DESC LIMIT 1",
+            [exit_event.pid_id, exit_event.seq]).fetchall()
+        if rows:
+            raised = self.event(rows[0][0])
+            return CauseStep(f"after {raised.mfa} raised {_short(raised.text)}", raised)
         return None
 
     def _before(self, event: Event) -> CauseStep | None:
@@ -645,8 +663,19 @@ class Recording:
         """Exit events whose reason is not normal, shutdown or ``{:shutdown, _}``."""
         where = _Where()
         where.add("kind = ?", KIND_CODES["exit"])
+        # The common clean exits skip decoding (as the VM encodes them since OTP 26).
+        where.add("payload NOT IN (?, ?)", encode(_NORMAL), encode(_SHUTDOWN))
         return [event for event in map(self._event, self._event_rows(where, "ASC", None))
                 if not _clean_exit(event.payload)]
+
+
+def _event_sql(where: _Where, direction: str, *extra: str) -> str:
+    return (f"SELECT {_EVENT_COLUMNS} FROM events {where.sql(*extra)} "
+            f"ORDER BY hlc {direction}, seq {direction}")
+
+
+def _limit(limit: int | None) -> str:
+    return "" if limit is None else f" LIMIT {int(limit)}"
 
 
 def search_tokens(text: str) -> list[str]:
