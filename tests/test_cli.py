@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,8 +119,20 @@ def test_unknown_node_and_usage_errors(erl_node: BeamNode) -> None:
     assert run("no-such-command").returncode == 2
 
 
-def test_demo_runs_the_bank_app_and_shows_its_processes() -> None:
-    result = run("demo", "--duration", "2", timeout=120)
+def test_demo_records_the_bank_app_and_explains_its_crashes(tmp_path: Path) -> None:
+    path = tmp_path / "demo.duckdb"
+    result = run("demo", "--duration", "12", "-o", str(path), "--json", timeout=180)
     assert result.returncode == 0, result.stderr
-    assert "Bank.Workload" in result.stdout and "Bank.Account" in result.stdout
-    assert "workload: %{" in result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["path"] == str(path) and path.exists()
+    assert summary["events"] > 1000 and summary["spans"] > 100 and summary["messages"] > 100
+    assert "Bank.Account.handle_call/3" in {row["mfa"] for row in summary["busiest_functions"]}
+    # The fault script: account 2 crashes at 3 s, account 4 at 11 s; a slow spell at 6 s.
+    assert len(summary["crashes"]) >= 2
+    assert any("ArithmeticError" in crash["reason"] for crash in summary["crashes"])
+    chain = summary["crash_chains"][0]["causes"]
+    assert chain[0]["relation"].startswith("after Bank.Account.handle_call/3 raised")
+    assert any(step["relation"].startswith("triggered by message {:\"$gen_call\"")
+               for step in chain)
+    assert max(span["duration"] for span in summary["slowest_spans"]) > 0.25
+    assert summary["losses"] == {} and summary["meta"]["drops"]["drop_oldest"] == 0

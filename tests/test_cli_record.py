@@ -1,0 +1,76 @@
+"""``elixirscope record`` against the running bank app."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from elixirscope.recording.query import open_recording
+from elixirscope.sample_nodes import BeamNode
+
+pytestmark = pytest.mark.node
+
+
+def command(node: BeamNode, *args: str) -> list[str]:
+    return [sys.executable, "-m", "elixirscope", "record", node.name, "--cookie",
+            node.cookie, *args]
+
+
+def test_record_for_a_duration_writes_a_finished_recording(bank_node: BeamNode,
+                                                           tmp_path: Path) -> None:
+    path = tmp_path / "bank.duckdb"
+    result = subprocess.run(
+        command(bank_node, "--trace", "Bank.Account", "--trace-function",
+                "Bank.Transfer.transfer/3", "--trace-process", "Bank.Auditor",
+                "--duration", "2", "-o", str(path), "--json"),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["path"] == str(path) and stats["dropped"] == 0
+    with open_recording(path) as recording:
+        assert len(recording.events(limit=None)) == stats["events"]
+        assert recording.meta["finalized"] is True
+        traced = {trace["target"] for trace in recording.meta["traces"]}
+        assert {"Bank.Account", "Bank.Transfer.transfer/3"} <= traced
+        # The auditor checks every second: its timer messages are there.
+        assert recording.events(pid="Bank.Auditor", kind="receive")
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_recording(bank_node: BeamNode,
+                                                      tmp_path: Path) -> None:
+    path = tmp_path / "interrupted.duckdb"
+    process = subprocess.Popen(
+        command(bank_node, "--trace-process", "Bank.Auditor", "-o", str(path)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    os.kill(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "stopping" in err and "Traceback" not in err
+    assert str(path) in out
+    with open_recording(path) as recording:
+        assert not recording.recovered
+        assert recording.events(limit=None)
+
+
+@pytest.mark.parametrize(("args", "code", "text"), [
+    ((), 2, "name something to trace"),
+    (("--trace", "Bank.Nope"), 1, "module Bank.Nope is not loaded"),
+    (("--trace", "Bank.Account", "--capacity", "1000"), 2, "not a power of two"),
+    (("--trace-function", "Bank.Account.deposit/x"), 1, "arity"),
+])
+def test_bad_requests_get_one_sentence(bank_node: BeamNode, tmp_path: Path,
+                                       args: tuple[str, ...], code: int, text: str) -> None:
+    path = tmp_path / "bad.duckdb"
+    result = subprocess.run(command(bank_node, *args, "-o", str(path)), capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == code, result.stderr
+    assert text in result.stderr and "Traceback" not in result.stderr
+    assert not path.exists()
