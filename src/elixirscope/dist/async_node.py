@@ -150,6 +150,7 @@ class AsyncNode:
         self._system_pid = self.make_pid()
         self._rex_wrapped = True
         self._last_sent = self._last_received = time.monotonic()
+        self._reading_paused = False
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped_messages = 0
         self.malformed_frames = 0

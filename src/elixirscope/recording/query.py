@@ -264,16 +264,27 @@ class Recording:
         where.within("pid_id", self._pid_ids(pid) if pid is not None else None)
         where.within("mfa_id", self._mfa_ids(module, function))
         where.within("kind", _kind_codes(kind) if kind is not None else None)
-        self._time_range(where, "ts + wall_offset", since, until)
+        self._time_range(where, "ts + wall_offset", since, until, raw="ts")
         return where
 
     def _time_range(self, where: _Where, column: str, since: TimeSpec | None,
-                    until: TimeSpec | None) -> None:
+                    until: TimeSpec | None, raw: str | None = None) -> None:
+        """``column`` (a wall-clock expression) within the window. With ``raw``, the
+        node-clock column it is computed from, the same window is also put on ``raw``
+        widened by the nodes' offsets: DuckDB skips row groups by a bare column's
+        min/max, never by an expression's."""
         start = self._dims.start_wall_ns
+        offsets = self._dims.offsets.values() or [0]
         if since is not None:
-            where.add(f"{column} >= ?", wall_ns(since, start))
+            low = wall_ns(since, start)
+            where.add(f"{column} >= ?", low)
+            if raw is not None:
+                where.add(f"{raw} >= ?", low - max(offsets))
         if until is not None:
-            where.add(f"{column} < ?", wall_ns(until, start))
+            high = wall_ns(until, start)
+            where.add(f"{column} < ?", high)
+            if raw is not None:
+                where.add(f"{raw} < ?", high - min(offsets))
 
     def _event_rows(self, where: _Where, direction: str, limit: int | None,
                     *extra: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -375,7 +386,7 @@ class Recording:
         where.within("s.mfa_id", self._mfa_ids(module, function))
         if min_duration is not None:
             where.add("s.duration_ns >= ?", round(min_duration * 1e9))
-        self._time_range(where, _SPAN_START, since, until)
+        self._time_range(where, _SPAN_START, since, until, raw="s.start_ts")
         if slowest is None:
             return self._spans(where, f"{_SPAN_START}, s.span_id", limit)
         return self._spans(where, "s.duration_ns DESC NULLS LAST, s.span_id",
@@ -421,9 +432,11 @@ class Recording:
         wanted = sorted({seq for seq in seqs if seq is not None})
         if not wanted:
             return {}
+        # One placeholder per seq: a literal IN list can use the index on seq that
+        # finalize builds; IN (SELECT unnest(...)) reads every payload.
+        marks = ", ".join("?" * len(wanted))
         rows = self.con.execute(
-            "SELECT seq, payload FROM events WHERE seq BETWEEN ? AND ? "
-            "AND seq IN (SELECT unnest(?::BIGINT[]))", [wanted[0], wanted[-1], wanted])
+            f"SELECT seq, payload FROM events WHERE seq IN ({marks})", wanted)
         return {seq: bytes(payload) for seq, payload in rows.fetchall()}
 
     # --- messages -----------------------------------------------------------------------

@@ -31,7 +31,10 @@ def create(path: str | Path, *, threads: int = 1) -> duckdb.DuckDBPyConnection:
     if not target.parent.exists():
         raise RecordingError(f"the directory {target.parent} does not exist")
     try:
-        con = duckdb.connect(str(target), config={"threads": threads})
+        # No vacuum: merging the partial row groups each flush leaves behind would
+        # rewrite the table at every checkpoint (measured: ~40% of the write cost).
+        con = duckdb.connect(str(target), config={"threads": threads,
+                                                  "max_vacuum_tasks": 0})
     except duckdb.Error as exc:
         raise RecordingError(f"cannot create {target}: {_first_line(exc)}") from None
     with con.cursor() as cur:
