@@ -8,7 +8,9 @@ returns of calls made before recording started (the depth goes below zero) and l
 events cost only the spans they touch. Calls that never return are closed by their
 process's exit when it was recorded ('exit'), else left 'open'. depth counts from
 the outermost recorded call (1). An event belongs to the innermost span open on its
-process; a span's root is its outermost recorded ancestor.
+process (a return or exception that pairs with no call belongs to none); a span's
+root is its depth-1 ancestor, or its outermost recorded one when the process was
+already inside calls when recording started.
 
 Messages. The n-th send of some bytes to a process matches the n-th receive of the
 same bytes there; a pair whose receive is earlier than its send (same node) is
@@ -20,11 +22,12 @@ Handlers. A depth-1 span serves the message received last before it on its proce
 Receive events fire when the message reaches the mailbox, so with a backlog the
 guess is the newest queued message and queue_ns is a lower bound.
 
-Correlation. A root span triggered by a message joins the causal tree of the span
-that sent it (its root's correlation); other roots start a tree (their own id). The
-chain is followed by pointer doubling, so even a chain of 2^64 hops settles in 64
-rounds; a link must point back in (hlc, span_id) order, so no cycle can form (a
-cross-node link against a clock skew larger than the latency is not followed).
+Correlation. A depth-1 span triggered by a message joins the causal tree of the span
+that sent it (that span's root's correlation); other roots start a tree (their own
+id), and every span takes its root's correlation. The chain is followed by pointer
+doubling, so even a chain of 2^64 hops settles in 64 rounds; a link must point back
+in (hlc, span_id) order, so no cycle can form (a cross-node link against a clock
+skew larger than the latency is not followed).
 Message events outside any span take the correlation of the span that sent them.
 """
 
@@ -51,7 +54,7 @@ def finalize(con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> N
     cur = con.cursor()
     previous = cur.execute("SELECT current_setting('threads')").fetchone()
     try:
-        cur.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+        cur.execute(f"SET threads = {int(threads or _cores())}")
         cur.execute("BEGIN")
         try:
             _build(cur)
@@ -66,6 +69,12 @@ def finalize(con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> N
         cur.close()
 
 
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def _build(cur: duckdb.DuckDBPyConnection) -> None:
     for name, ddl in schema.DERIVED_TABLES.items():
         cur.execute(f"DROP TABLE IF EXISTS {name}")
@@ -77,7 +86,7 @@ def _build(cur: duckdb.DuckDBPyConnection) -> None:
         changed = cur.execute(sql.CHAIN_STEP).fetchone()
         if not changed or not changed[0]:
             break
-    for step in (sql.INSERT_SPANS, sql.INSERT_MESSAGES, sql.EVENT_DERIVED):
+    for step in (sql.INSERT_SPANS, sql.INSERT_MESSAGES):
         cur.execute(step)
     _rewrite_events(cur)
     _load_names(cur)

@@ -17,7 +17,7 @@ CREATE OR REPLACE TEMP TABLE fz_ev AS
 SELECT seq, node_id, pid_id, kind, ts, hlc, mfa_id, other_pid_id, delta,
        CAST(SUM(delta) OVER (PARTITION BY pid_id ORDER BY seq
                              ROWS UNBOUNDED PRECEDING) AS INTEGER) AS after
-FROM (SELECT *, CAST(CASE WHEN kind = 1 AND flags & 8 <> 0 THEN 1
+FROM (SELECT *, CAST(CASE WHEN kind = 1 AND flags & 8 <> 0 AND mfa_id IS NOT NULL THEN 1
                           WHEN kind IN (2, 3) THEN -1 ELSE 0 END AS TINYINT) AS delta
       FROM events)
 """
@@ -87,21 +87,20 @@ FROM spans
 MATCHES = """
 CREATE OR REPLACE TEMP TABLE fz_match AS
 WITH s AS (
-    SELECT seq, node_id, ts, other_pid_id AS receiver, hash(payload) AS h,
+    SELECT seq, node_id, ts, other_pid_id AS receiver, payload, hash(payload) AS h,
            ROW_NUMBER() OVER (PARTITION BY other_pid_id, hash(payload), payload
                               ORDER BY seq) AS n
     FROM events WHERE kind = 4 AND other_pid_id IS NOT NULL
 ), r AS (
-    SELECT seq, node_id, ts, pid_id AS receiver, hash(payload) AS h,
+    SELECT seq, node_id, ts, pid_id AS receiver, payload, hash(payload) AS h,
            ROW_NUMBER() OVER (PARTITION BY pid_id, hash(payload), payload
                               ORDER BY seq) AS n
     FROM events WHERE kind = 6
 )
 SELECT s.seq AS send_seq, r.seq AS receive_seq
 FROM s JOIN r ON r.receiver = s.receiver AND r.h = s.h AND r.n = s.n
-JOIN events se ON se.seq = s.seq
-JOIN events re ON re.seq = r.seq
-WHERE se.payload = re.payload AND NOT (s.node_id = r.node_id AND r.ts < s.ts)
+     AND r.payload = s.payload
+WHERE NOT (s.node_id = r.node_id AND r.ts < s.ts)
 """
 
 # Every send, matched or not, then every receive whose send was not recorded.
@@ -162,6 +161,8 @@ SELECT s.span_id, s.node_id, s.pid_id, s.mfa_id, s.depth, s.parent_span_id, s.st
 FROM fz_span s
 LEFT JOIN fz_trigger t ON t.span_id = s.span_id
 LEFT JOIN fz_chain c ON c.span_id = s.root_id
+-- Stored by function: "the slowest spans of F" then reads only F's row groups.
+ORDER BY s.mfa_id, s.span_id
 """
 
 INSERT_MESSAGES = """
@@ -178,10 +179,10 @@ SELECT m.message_id, m.node_id, m.send_seq, m.receive_seq, m.sender_pid_id,
 FROM fz_msg m LEFT JOIN handled h ON h.message_id = m.message_id
 """
 
-# The derived columns of each event that has any: its span, the span's parent, its
-# message, and the correlation of its span (or of its message's sending span).
-EVENT_DERIVED = """
-CREATE OR REPLACE TEMP TABLE fz_derived AS
+# The events again, with their span, the span's parent, their message, and the
+# correlation of their span (or, outside spans, of their message's sending span).
+REWRITE_EVENTS = """
+INSERT INTO events_new
 WITH msg_events AS (
     SELECT m.send_seq AS seq, m.message_id, ss.correlation_id AS msg_corr
     FROM fz_msg m LEFT JOIN spans ss ON ss.span_id = m.send_span_id
@@ -190,21 +191,18 @@ WITH msg_events AS (
     SELECT m.receive_seq, m.message_id, ss.correlation_id
     FROM fz_msg m LEFT JOIN spans ss ON ss.span_id = m.send_span_id
     WHERE m.receive_seq IS NOT NULL
+), derived AS (
+    SELECT l.seq, s.span_id, s.parent_span_id, me.message_id,
+           COALESCE(s.correlation_id, me.msg_corr) AS correlation_id
+    FROM fz_look l
+    LEFT JOIN spans s ON s.span_id = CASE l.role WHEN 1 THEN l.seq ELSE l.found END
+         AND (l.role <> 2 OR s.end_seq = l.seq)
+    LEFT JOIN msg_events me ON me.seq = l.seq
 )
-SELECT l.seq, s.span_id, s.parent_span_id, me.message_id,
-       COALESCE(s.correlation_id, me.msg_corr) AS correlation_id
-FROM fz_look l
-LEFT JOIN spans s ON s.span_id = CASE l.role WHEN 1 THEN l.seq ELSE l.found END
-     AND (l.role <> 2 OR s.end_seq = l.seq)
-LEFT JOIN msg_events me ON me.seq = l.seq
-"""
-
-REWRITE_EVENTS = """
-INSERT INTO events_new
 SELECT e.seq, e.node_id, e.pid_id, e.kind, e.flags, e.ts, e.wall_offset, e.hlc, e.mfa_id,
        e.other_pid_id, e.caller_mfa_id, e.target, e.payload, e.original_size,
        d.span_id, d.parent_span_id, d.message_id, d.correlation_id
-FROM events e LEFT JOIN fz_derived d ON d.seq = e.seq
+FROM events e LEFT JOIN derived d ON d.seq = e.seq
 ORDER BY e.seq
 """
 
@@ -213,16 +211,17 @@ ORDER BY e.seq
 NAME_PAYLOADS = "SELECT DISTINCT payload FROM events WHERE kind IN (14, 15)"
 
 # Registered names over time. Per (process, name), every unregister ends a segment;
-# a segment opens with a register event or with the name in the start snapshot
-# (since NULL), and one with only the unregister was registered before recording.
+# a segment opens with a register event or with the name in the start snapshot (taken
+# by the node's started_ts: since NULL), and one with only the unregister was
+# registered before recording.
 INSERT_PROCESS_NAMES = """
 INSERT INTO process_names
 WITH start_snapshot AS (
     SELECT ps.pid_id, ps.registered_name AS name
     FROM process_snapshots ps JOIN pids p ON p.pid_id = ps.pid_id
+    LEFT JOIN nodes n ON n.node_id = p.node_id
     WHERE ps.registered_name IS NOT NULL
-      AND ps.at_ts = (SELECT MIN(at_ts) FROM process_snapshots ps2
-                      JOIN pids p2 ON p2.pid_id = ps2.pid_id WHERE p2.node_id = p.node_id)
+      AND ps.at_ts <= COALESCE(n.started_ts, (SELECT MIN(at_ts) FROM process_snapshots))
 ), marks AS (
     SELECT e.pid_id, n.name, e.seq AS ord, e.ts, e.kind = 15 AS closes, false AS snap
     FROM events e JOIN fz_names n ON n.payload = e.payload
@@ -321,4 +320,4 @@ ORDER BY pid_id, MIN(seq)
 """
 
 WORK_TABLES = ("fz_ev", "fz_look", "fz_close", "fz_span", "fz_match", "fz_msg",
-               "fz_trigger", "fz_chain", "fz_derived", "fz_names")
+               "fz_trigger", "fz_chain", "fz_names")
