@@ -18,7 +18,7 @@ from __future__ import annotations
 FORMAT = "elixirscope-recording"
 FORMAT_VERSION = 1
 
-# Events, as recorded. span_id .. correlation_id are NULL until finalize fills them.
+# Events of a finalized recording; span_id .. correlation_id are filled by finalize.
 EVENTS = """
 CREATE TABLE IF NOT EXISTS events (
     seq BIGINT NOT NULL,
@@ -41,14 +41,24 @@ CREATE TABLE IF NOT EXISTS events (
     correlation_id BIGINT
 )"""
 
-# Columns the recorder writes, in order (the derived four are left NULL).
+# While recording the table has only the raw columns (four fewer to write per event);
+# finalize rebuilds it as EVENTS, derived columns filled.
+RAW_EVENTS = EVENTS.replace(""",
+    span_id BIGINT,
+    parent_span_id BIGINT,
+    message_id BIGINT,
+    correlation_id BIGINT
+)""", "\n)")
+assert RAW_EVENTS != EVENTS
+
+# Columns the recorder writes, in order.
 RAW_EVENT_COLUMNS = (
     "seq", "node_id", "pid_id", "kind", "flags", "ts", "wall_offset", "hlc", "mfa_id",
     "other_pid_id", "caller_mfa_id", "target", "payload", "original_size",
 )
 
 RAW_TABLES = (
-    EVENTS,
+    RAW_EVENTS,
     # key -> JSON value. Keys: format, format_version, recorder_version, created_wall_ns,
     # started_ts/ended_ts per node in `nodes`, traces, limits, ring, drops, breaker,
     # agent_stats, finalized (true once the derived tables are complete).
