@@ -90,6 +90,7 @@ class Recorder:
         self.started = time.monotonic()
         self.stopped_at: float | None = None
         self.malformed_batches = 0
+        self.discarded_at_stop = 0
         self.breaker: str | None = None
         self._session_events: list[tuple[int, int | None, int, str, str | None]] = []
         self._space = asyncio.Event()
@@ -167,6 +168,8 @@ class Recorder:
                 done += self.ring.write(chunk.slice(done))
         finally:
             node.resume_reading()
+        # Stopped while waiting for room: what did not fit is lost, and counted.
+        self.discarded_at_stop += chunk.num_rows - done
 
     def on_stopped(self, stopped: TraceStopped) -> None:
         self.breaker = stopped.reason
@@ -212,7 +215,8 @@ class Recorder:
             "drops": {"agent_dropped": stats.agent_dropped,
                       "agent_lost_batches": stats.lost_batches,
                       "drop_oldest": ring.dropped_oldest, "drop_newest": ring.dropped_newest,
-                      "malformed_batches": stats.malformed_batches},
+                      "malformed_batches": stats.malformed_batches,
+                      "discarded_at_stop": self.discarded_at_stop},
             "ring_stats": {"written": ring.written, "read": ring.read, "lag": ring.lag,
                            "high_water": ring.high_water, "blocked": ring.blocked,
                            "blocked_seconds": round(ring.blocked_seconds, 3)},
