@@ -23,8 +23,8 @@ import pyarrow as pa
 from elixirscope.beam_names import module_display
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError, ProtocolError
-from elixirscope.etf import Atom, Pid, decode_body, encode
-from elixirscope.tracing.batch import BATCH
+from elixirscope.etf import Pid, decode_body, encode
+from elixirscope.tracing.batch import AgentStats, unpack
 from elixirscope.tracing.events import OTHER_IS_CALLER, TARGET_NOT_PID, TRUNCATED
 
 HEADER = np.dtype([
@@ -113,15 +113,6 @@ class SeqCounter:
         return first
 
 
-@dataclass
-class AgentCounters:
-    received: int = 0
-    kept: int = 0
-    dropped: int = 0
-    sampled_out: int = 0
-    adaptive_rate: float = 1.0
-
-
 class BatchIngest:
     """Turns one node's agent batches into Arrow record batches (``EVENT_SCHEMA``)."""
 
@@ -133,7 +124,7 @@ class BatchIngest:
         self.offset_ns = offset_ns
         self.dimensions = dimensions
         self.seq = seq
-        self.agent = AgentCounters()
+        self.agent = AgentStats()
         self.next_batch = first_batch
         # Index entries sent before this ingest started (a recording begun mid-session).
         self._lookup = lookup
@@ -145,14 +136,8 @@ class BatchIngest:
         self._mfas = np.full(64, _NONE, dtype=np.int32)
 
     def ingest(self, batch: Any) -> pa.RecordBatch:
-        if not (isinstance(batch, tuple) and len(batch) == 7 and batch[0] == BATCH
-                and isinstance(batch[1], int) and isinstance(batch[5], bytes)
-                and isinstance(batch[6], bytes)):
-            raise ProtocolError("the agent sent a batch of the wrong shape")
-        _, number, new_pids, new_mfas, stats, headers, payloads = batch
+        number, new_pids, new_mfas, stats, headers, payloads = unpack(batch)
         self._learn(new_pids, new_mfas)
-        if len(headers) % HEADER.itemsize:
-            raise ProtocolError("an agent batch ends inside a record header")
         records = np.frombuffer(headers, dtype=HEADER)
         count = len(records)
         first_seq = self.seq.claim(count)
@@ -188,21 +173,18 @@ class BatchIngest:
         self._pids = _grown(self._pids, size)
         self._mfas = _grown(self._mfas, size)
 
-    def _account(self, number: int, stats: Any, first_seq: int, records: np.ndarray) -> None:
+    def _account(self, number: int, stats: AgentStats, first_seq: int,
+                 records: np.ndarray) -> None:
         ts = int(records["ts"][0]) if len(records) else self.last_ts
         if number > self.next_batch:
             gap = number - self.next_batch
             self.lost_batches += gap
             self.dimensions.add_loss(Loss(self.node_id, first_seq, ts, "agent_gap", None, gap))
         self.next_batch = max(self.next_batch, number + 1)
-        try:
-            received, kept, dropped, sampled_out, adaptive = stats
-        except (TypeError, ValueError):
-            raise ProtocolError("the agent sent malformed counters") from None
-        if dropped > self.agent.dropped:
+        if stats.dropped > self.agent.dropped:
             self.dimensions.add_loss(Loss(self.node_id, first_seq, ts, "agent_dropped",
-                                          dropped - self.agent.dropped, None))
-        self.agent = AgentCounters(received, kept, dropped, sampled_out, float(adaptive))
+                                          stats.dropped - self.agent.dropped, None))
+        self.agent = stats
 
     def _columns(self, records: np.ndarray, payloads: bytes, first_seq: int) -> pa.RecordBatch:
         count = len(records)
@@ -299,10 +281,7 @@ def _split_named(payloads: pa.BinaryArray, rows: np.ndarray, flags: np.ndarray,
             name, end = decode_body(raw, 3)
         except ETFDecodeError:
             continue
-        targets[row] = inspect(name) if not isinstance(name, Atom) else _name_text(name)
+        targets[row] = inspect(name)
         values[row] = b"\x83" + raw[end:]
     return pa.array(values, pa.binary()), pa.array(targets, pa.string())
 
-
-def _name_text(name: Atom) -> str:
-    return module_display(name) if name.startswith("Elixir.") else inspect(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def record_batches(path: str | Path, batches: Iterable[Any], *, node: str = "app
                 writer.flush()
         con.execute("INSERT INTO nodes VALUES (1, ?, NULL, NULL, NULL, ?, ?, ?)",
                     [node, offset_ns, first_ts, ingest.last_ts])
-        writer.flush({"agent_stats": vars(ingest.agent)})
+        writer.flush({"agent_stats": asdict(ingest.agent)})
         if finalize:
             correlate.finalize(con)
         else:

@@ -35,6 +35,27 @@ class AgentStats:
     sampled_out: int = 0
     adaptive_rate: float = 1.0
 
+    @classmethod
+    def from_term(cls, stats: Any) -> AgentStats:
+        try:
+            received, kept, dropped, sampled_out, adaptive = stats
+            return cls(int(received), int(kept), int(dropped), int(sampled_out),
+                       float(adaptive))
+        except (TypeError, ValueError):
+            raise ProtocolError("the agent sent malformed counters") from None
+
+
+def unpack(batch: Any) -> tuple[int, Any, Any, AgentStats, bytes, bytes]:
+    """``(seq, new_pids, new_mfas, stats, headers, payloads)`` of a well-shaped batch."""
+    if not (isinstance(batch, tuple) and len(batch) == 7 and batch[0] == BATCH
+            and isinstance(batch[1], int) and isinstance(batch[5], bytes)
+            and isinstance(batch[6], bytes)):
+        raise ProtocolError("the agent sent a batch of the wrong shape")
+    _, seq, new_pids, new_mfas, stats, headers, payloads = batch
+    if len(headers) % HEADER.size:
+        raise ProtocolError("an agent batch ends inside a record header")
+    return seq, new_pids, new_mfas, AgentStats.from_term(stats), headers, payloads
+
 
 @dataclass
 class BatchDecoder:
@@ -49,16 +70,11 @@ class BatchDecoder:
     stats: AgentStats = field(default_factory=AgentStats)
 
     def decode(self, batch: Any) -> list[TraceEvent]:
-        if not (isinstance(batch, tuple) and len(batch) == 7 and batch[0] == BATCH
-                and isinstance(batch[5], bytes) and isinstance(batch[6], bytes)):
-            raise ProtocolError("the agent sent a batch of the wrong shape")
-        _, seq, new_pids, new_mfas, stats, headers, payloads = batch
+        seq, new_pids, new_mfas, self.stats, headers, payloads = unpack(batch)
         if seq != self.next_seq:
             self.lost_batches += seq - self.next_seq
         self.next_seq = seq + 1
         self.learn(new_pids, new_mfas)
-        received, kept, dropped, sampled_out, adaptive = stats
-        self.stats = AgentStats(received, kept, dropped, sampled_out, float(adaptive))
         return self._records(headers, payloads)
 
     def learn(self, new_pids: Any, new_mfas: Any) -> None:

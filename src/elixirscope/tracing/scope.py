@@ -255,41 +255,44 @@ class AsyncScope:
         with contextlib.suppress(ElixirScopeError):
             while True:
                 message = await self._inbox.receive()
-                if isinstance(message, tuple) and message and message[0] == STOPPED:
+                tag = message[0] if isinstance(message, tuple) and message else None
+                if tag == STOPPED:
                     # The relay and its watcher may both report one trip.
-                    if self.stopped is None:
-                        counters = {str(k): v for k, v in message[2].items()}
-                        self.stopped = TraceStopped(str(message[1]), counters)
-                        for sink in list(self._sinks):
-                            sink.on_stopped(self.stopped)
-                        await self._batches.put(self.stopped)
-                elif isinstance(message, tuple) and message and message[0] == DOWN:
+                    counters = {str(k): v for k, v in message[2].items()}
+                    await self._stop(TraceStopped(str(message[1]), counters))
+                elif tag == DOWN:
                     # The relay is gone (killed by its heap limit, or by someone); the
                     # watcher on the node has removed its patterns and flags.
-                    if not self._closed and self.stopped is None:
-                        reason = f"relay exit ({inspect(message[4])})"
-                        self.stopped = TraceStopped(reason, {})
+                    if not self._closed:
+                        await self._stop(TraceStopped(f"relay exit ({inspect(message[4])})",
+                                                      {}))
+                elif tag == BATCH:
+                    self._learn(message)
+                    if self._sinks:
                         for sink in list(self._sinks):
-                            sink.on_stopped(self.stopped)
-                        await self._batches.put(self.stopped)
-                elif isinstance(message, tuple) and len(message) == 7 and message[0] == BATCH \
-                        and self._learn(message) and self._sinks:
-                    for sink in list(self._sinks):
-                        await sink.on_batch(message)
-                elif isinstance(message, _Drained):
-                    message.done.set_result(None)
-                elif isinstance(message, tuple) and message and message[0] == BATCH:
+                            await sink.on_batch(message)
+                        continue
                     try:
                         self._batches.put_nowait(message)
                     except asyncio.QueueFull:
                         self.python_dropped += BatchDecoder.count(message)
+                elif isinstance(message, _Drained):
+                    message.done.set_result(None)
         await self._batches.put(None)
 
-    def _learn(self, batch: tuple[Any, ...]) -> bool:
-        self.last_batch_seq = batch[1]
-        with contextlib.suppress(TypeError, ValueError):
+    async def _stop(self, stopped: TraceStopped) -> None:
+        if self.stopped is None:
+            self.stopped = stopped
+            for sink in list(self._sinks):
+                sink.on_stopped(stopped)
+            await self._batches.put(stopped)
+
+    def _learn(self, batch: tuple[Any, ...]) -> None:
+        """Index entries are session state: taken from every batch as it arrives,
+        whoever consumes it (a malformed batch is reported by its consumer)."""
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            self.last_batch_seq = int(batch[1])
             self._decoder.learn(batch[2], batch[3])
-        return True
 
     def lookup(self, index: int) -> Any:
         """What the agent numbered ``index`` in this session (a pid or a function)."""
