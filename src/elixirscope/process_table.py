@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from elixirscope.beam_names import mfa_display
+from elixirscope.dist.async_node import AsyncNode
 from elixirscope.dist.node import Node
 from elixirscope.elixir_format import inspect
 from elixirscope.etf import Atom, Export, Pid
@@ -37,18 +38,24 @@ def fetch_process_table(node: Node, *, sort: SortKey = "reductions",
     """Every process of the node, biggest first by ``sort``.
 
     Two remote calls and no code loaded on the node: the pid list, then
-    ``lists:zipwith(fun erlang:process_info/2, Pids, Items)`` for all of them at once.
-    Processes that exit in between are left out."""
+    ``lists:zipwith(fun erlang:process_info/2, Pids, Items)`` for all of them at once
+    (``describe_processes``). Processes that exit in between are left out."""
     pids = node.rpc("erlang", "processes", [])
-    infos = node.rpc("lists", "zipwith",
-                     [Export(Atom("erlang"), Atom("process_info"), 2), pids, [ITEMS] * len(pids)],
-                     timeout=30.0)
-    rows = [_row(pid, info) for pid, info in zip(pids, infos, strict=True)
-            if isinstance(info, list)]
+    rows = [row for row in node.run(describe_processes(node.anode, pids)) if row is not None]
     key = {"reductions": lambda r: r.reductions, "memory": lambda r: r.memory,
            "mailbox": lambda r: r.mailbox}[sort]
     rows.sort(key=key, reverse=True)
     return rows[:limit] if limit else rows
+
+
+async def describe_processes(node: AsyncNode, pids: list[Pid]) -> list[ProcessRow | None]:
+    """A row for each pid (``None`` for one that is gone), in one remote call."""
+    infos = await node.rpc(
+        "lists", "zipwith",
+        [Export(Atom("erlang"), Atom("process_info"), 2), pids, [ITEMS] * len(pids)],
+        timeout=30.0)
+    return [_row(pid, info) if isinstance(info, list) else None
+            for pid, info in zip(pids, infos, strict=True)]
 
 
 def _row(pid: Pid, info: list[tuple[Atom, Any]]) -> ProcessRow:

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from elixirscope.beam_names import mfa_display
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ElixirScopeError, ProtocolError
 from elixirscope.etf import Atom, Pid
+from elixirscope.process_table import describe_processes
 from elixirscope.recording import correlate
 from elixirscope.recording.ingest import BatchIngest, Dimensions, SeqCounter
 from elixirscope.recording.ring import Overflow, RingBuffer, RingStats
@@ -45,12 +45,6 @@ NODE_ID = 1
 # At most this many processes are asked about when the recording stops.
 _SNAPSHOT_PIDS = 20_000
 _REGISTERED = "[{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]"
-_DESCRIBE = """[{P, case erlang:process_info(P, [registered_name, initial_call, dictionary]) of
-        undefined -> dead;
-        Info -> {proplists:get_value(registered_name, Info),
-                 proplists:get_value(initial_call, Info),
-                 proplists:get_value('$initial_call', proplists:get_value(dictionary, Info))}
-    end} || P <- Pids]"""
 
 
 @dataclass(frozen=True)
@@ -127,7 +121,7 @@ class Recorder:
         node = self.scope.node
         self._start_ts = await node.rpc("erlang", "monotonic_time", [Atom("nanosecond")])
         registered = await eval_erlang(node, _REGISTERED)
-        self._start_names = {pid: _name_text(name) for pid, name in registered}
+        self._start_names = {pid: inspect(name) for pid, name in registered}
         caps = self.scope.capabilities
         self._con.execute("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                           [NODE_ID, node.name, caps.otp_release, caps.erts_version,
@@ -250,19 +244,17 @@ class Recorder:
         end_ts = await node.rpc("erlang", "monotonic_time", [Atom("nanosecond")])
         known = self.dimensions.pids
         pids = [pid for pid in known if str(pid.node) == node.name][:_SNAPSHOT_PIDS]
-        described = await eval_erlang(node, _DESCRIBE, bindings={"Pids": pids}, timeout=60.0)
+        described = await describe_processes(node, pids)
         rows: list[tuple[int, int, str | None, str | None, bool]] = []
         for pid, name in self._start_names.items():
             if pid in known and self._start_ts is not None:
                 rows.append((known[pid], self._start_ts, name, None, True))
-        for pid, info in described:
-            if info == Atom("dead"):
+        for pid, row in zip(pids, described, strict=True):
+            if row is None:
                 rows.append((known[pid], end_ts, None, None, False))
-                continue
-            name, initial, proc_lib_initial = info
-            call = proc_lib_initial if isinstance(proc_lib_initial, tuple) else initial
-            rows.append((known[pid], end_ts, _name_text(name) if name else None,
-                         _mfa_text(call), True))
+            else:
+                rows.append((known[pid], end_ts, row.name or None, row.initial_call or None,
+                             True))
         self._snapshot_rows = rows
         self._end_ts = end_ts
 
@@ -313,16 +305,3 @@ def _trace_meta(info: TraceInfo) -> dict[str, Any]:
             "status": info.status, "captured": info.captured, "dropped": info.dropped,
             "sampled_out": info.sampled_out,
             "options": {key: inspect(value) for key, value in info.options.items()}}
-
-
-def _name_text(name: Any) -> str:
-    text = str(name)
-    return text.removeprefix("Elixir.") if text.startswith("Elixir.") else inspect(name)
-
-
-def _mfa_text(call: Any) -> str | None:
-    if isinstance(call, tuple) and len(call) == 3 and isinstance(call[0], Atom):
-        arity = call[2] if isinstance(call[2], int) else len(call[2])
-        return mfa_display(call[0], call[1], arity)
-    return None
-
