@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -107,12 +108,14 @@ def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: st
         before(scope)
     deadline = None if duration is None else time.monotonic() + duration
     lost = scope.node.anode.closed
+    line = Live(Text(""), console=output.err, transient=True, auto_refresh=False) \
+        if live else None
     try:
-        with Live(Text(""), console=output.err, transient=True, refresh_per_second=4,
-                  auto_refresh=False) if live else _Quiet() as line:
+        with line or contextlib.nullcontext():
             while not lost.done() and (deadline is None or time.monotonic() < deadline):
                 time.sleep(0.25)
-                line.update(Text(stats_line(recorder.stats)), refresh=True)
+                if line is not None:
+                    line.update(Text(stats_line(recorder.stats)), refresh=True)
     except KeyboardInterrupt:
         output.err.print("stopping ...")
     if lost.done():
@@ -153,17 +156,6 @@ def stats_dict(stats: RecorderStats) -> dict[str, Any]:
 def default_path(node: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(f"{node.split('@', maxsplit=1)[0]}-{stamp}.duckdb")
-
-
-class _Quiet:
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, *args: object, **kwargs: object) -> None:
-        return None
 
 
 def register(group: click.Group) -> None:
