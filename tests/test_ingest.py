@@ -148,3 +148,12 @@ def test_any_batch_round_trips_through_the_columns(
     assert [decode(raw) for raw in chunk["payload"]] == [row[3] for row in rows]
     assert chunk["ts"] == [row[2] for row in rows]
     assert chunk["payload"] == [encode(row[3]) for row in rows]
+
+
+def test_unknown_function_index_is_a_protocol_error_not_a_null() -> None:
+    builder = BatchBuilder(NODE)
+    builder.add("call", builder.pid(1), 1, mfa=MFA, value=[])
+    batch = list(builder.batch())
+    batch[3] = []
+    with pytest.raises(ProtocolError, match="never sent"):
+        ingest_for().ingest(tuple(batch))

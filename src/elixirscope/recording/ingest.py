@@ -195,18 +195,7 @@ class BatchIngest:
         if offsets[-1] != len(payloads):
             raise ProtocolError("an agent batch's payloads do not add up to its records")
         ts = records["ts"].astype(np.int64)
-        if self._lookup is not None:
-            self._learn_missing(records)
-        try:
-            pid_ids = self._pids[records["pid"]]
-            mfa_ids = self._mfas[records["mfa"]]
-            others = self._pids[records["other"]]
-            callers = self._mfas[records["other"]]
-        except IndexError:
-            raise ProtocolError("an agent batch names a pid or function it never sent"
-                                ) from None
-        if (pid_ids == _NONE).any():
-            raise ProtocolError("an agent batch names a pid it never sent")
+        pid_ids, mfa_ids, others, callers = self._resolve(records)
         is_caller = (flags & OTHER_IS_CALLER) != 0
         payload_array: pa.Array = pa.BinaryArray.from_buffers(
             pa.binary(), count, [None, pa.py_buffer(offsets.astype(np.int32)),
@@ -234,6 +223,30 @@ class BatchIngest:
             pa.array(records["original"].astype(np.uint32)),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=EVENT_SCHEMA)
+
+    def _resolve(self, records: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Recording-wide ids for the pid, function and other columns. An index this
+        ingest never learned is looked up in the session once (a recording begun
+        mid-session); after that it is the agent's error."""
+        for retry in (False, True):
+            try:
+                pid_ids = self._pids[records["pid"]]
+                mfa_ids = self._mfas[records["mfa"]]
+                others = self._pids[records["other"]]
+                callers = self._mfas[records["other"]]
+            except IndexError:
+                unknown = True
+            else:
+                unknown = bool((pid_ids == _NONE).any()
+                               or ((mfa_ids == _NONE) & (records["mfa"] != 0)).any()
+                               or ((others == _NONE) & (callers == _NONE)
+                                   & (records["other"] != 0)).any())
+            if not unknown:
+                return pid_ids, mfa_ids, others, callers
+            if retry or self._lookup is None:
+                break
+            self._learn_missing(records)
+        raise ProtocolError("an agent batch names a pid or function it never sent")
 
     def _learn_missing(self, records: np.ndarray) -> None:
         indexes = np.unique(np.concatenate([records["pid"], records["mfa"], records["other"]]))
