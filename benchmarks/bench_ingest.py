@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +317,7 @@ def ingest_to_store(batches: list[tuple[Any, ...]], path: Path) -> Timing:
         t1 = now()
         con.execute("INSERT INTO nodes VALUES (1, ?, NULL, NULL, NULL, 0, NULL, ?)",
                     [NODE, ingest.last_ts])
-        writer.flush({"agent_stats": vars(ingest.agent)})
+        writer.flush({"agent_stats": asdict(ingest.agent)})
         t2 = now()
         con.execute("CHECKPOINT")
         t3 = now()
