@@ -574,6 +574,12 @@ def _launch(
     )
 
 
+# The default busy limit (1 MB) lets a recorder that stalls for a moment on a busy
+# machine lose a batch of the sample apps' bursts; production nodes that are
+# traced often raise it the same way.
+_DIST_BUFFER_BUSY_LIMIT = ("+zdbbl", "32768")
+
+
 def start_sample(
     app: SampleApp,
     *,
@@ -596,8 +602,10 @@ def start_sample(
     kind: NodeKind
     if spec.language == "elixir":
         kind, start = "elixir", f":ok = Bank.start(workload: {flag})"
+        vm_args: tuple[str, ...] = ("--erl", " ".join(_DIST_BUFFER_BUSY_LIMIT))
     else:
         kind, start = "erl", f"ok = kv:start(#{{workload => {flag}}})"
+        vm_args = _DIST_BUFFER_BUSY_LIMIT
     return _launch(
         kind,
         app=app,
@@ -606,7 +614,7 @@ def start_sample(
         longnames=longnames,
         code_paths=[ebin],
         start=start,
-        extra_args=(),
+        extra_args=vm_args,
         timeout=timeout,
     )
 
