@@ -10,6 +10,7 @@ from elixirscope.errors import (
     ElixirScopeError,
     HostUnreachable,
     NodeNotFound,
+    QueryError,
     RemoteError,
     RpcTimeout,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Limits",
     "Node",
     "NodeNotFound",
+    "QueryError",
     "Recording",
     "RemoteError",
     "RpcTimeout",

@@ -71,3 +71,7 @@ class RemoteError(ElixirScopeError):
         self.reason = reason
         self.stacktrace = stacktrace
         self.formatted = formatted or message
+
+
+class QueryError(ElixirScopeError):
+    """A question a recording cannot answer as asked."""

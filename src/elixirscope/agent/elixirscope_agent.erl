@@ -25,6 +25,10 @@
 %%   * Call tracing of a process ("calls" in trace_process) needs patterns on every
 %%     exported function of the node (trace_pattern({'_','_','_'}, ...)); every call
 %%     in every process then passes a breakpoint check. It is removed with the trace.
+%%   * State capture keeps the last state it sent of each process, so the next one
+%%     goes as a structural delta. Those copies live in the relay's heap, bounded by
+%%     max_state_memory_mb (past it a process's states go as keyframes only) and by
+%%     max_relay_heap_mb; a state over max_state_bytes is reported, not sent.
 %%   * Payloads are encoded with term_to_binary in the relay and capped at
 %%     max_term_bytes; a bigger term keeps its outer shape (a map keeps its first
 %%     entries, a list its first elements, a binary its first bytes) and the record
@@ -56,7 +60,13 @@
     applied_flags = #{},
     flush_timer = undefined,
     stop_notice = undefined,
-    kept_base = 0
+    kept_base = 0,
+    %% State capture: Mfa => {Role, any | [Pid]}; Pid => {N, Since, Last, Bytes} or
+    %% {N, unknown}; Pid => [old state of each open callback].
+    state_roles = #{},
+    states = #{}, state_bytes = 0,
+    pending = #{},
+    checks = 0
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -176,7 +186,11 @@ default_limits() ->
       max_relay_heap_mb => 256,
       flush_interval_ms => 20,
       batch_events => 2000,
-      min_sample_rate => 0.01}.
+      min_sample_rate => 0.01,
+      max_state_bytes => 1048576,
+      max_state_memory_mb => 64,
+      state_keyframe_every => 64,
+      state_probe_timeout_ms => 1000}.
 
 limits(Given, Base) ->
     maps:merge(Base, maps:with(maps:keys(Base), Given)).
@@ -238,7 +252,9 @@ relay_loop(St) ->
             end;
         check ->
             erlang:send_after(100, self(), check),
-            relay_loop(check_limits(St));
+            relay_loop(sweep_states(check_limits(St)));
+        {es_state_probe, TRef, Pid, Ts, Result} ->
+            relay_loop(on_state_probe(TRef, Pid, Ts, Result, St));
         {stop_trace_after, TRef} ->
             {_, St1} = handle_request({stop_trace, TRef}, St),
             relay_loop(St1);
@@ -266,26 +282,32 @@ on_trace(Msg, St0) ->
     case classify(Msg) of
         {call, Pid, {M, F, Args}, Caller, Ts} ->
             Mfa = {M, F, length(Args)},
-            {{Rate, WantArgs, Refs}, Routed} = call_route(Mfa, Pid, St),
+            {{Rate, WantArgs, Refs}, Routed0} = call_route(Mfa, Pid, St),
+            {Role, Routed} = state_on_call(Mfa, Pid, Args, Routed0),
             case keep(Pid, Rate, Routed) of
-                {false, St1} -> sampled_out(Refs, St1);
+                {false, St1} ->
+                    state_after_call(Role, Pid, Ts, Mfa, Args, Refs, sampled_out(Refs, St1));
                 {true, St1} ->
-                    Payload = if WantArgs -> Args; true -> [] end,
+                    Payload = if WantArgs -> strip_args(Role, Args); true -> [] end,
                     {CallerIdx, St2} = case Caller of
                                            none -> {0, St1};
                                            _ -> caller_index(Caller, St1)
                                        end,
                     Flags = (if Caller =:= none -> 0; true -> 4 end) bor
                         (if is_tuple(Rate) -> 8; true -> 0 end),
-                    record(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload, Refs, St2)
+                    St3 = record(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload, Refs, St2),
+                    state_after_call(Role, Pid, Ts, Mfa, Args, Refs, St3)
             end;
         {Kind, Pid, Mfa, Value, Ts} when Kind =:= return; Kind =:= exception ->
-            {{_, _, Refs}, Routed} = call_route(Mfa, Pid, St),
+            {{_, _, Refs}, Routed0} = call_route(Mfa, Pid, St),
+            {Role, Old, Routed} = state_on_return(Mfa, Pid, Routed0),
             case pop(Pid, Routed) of
                 {false, St1} -> sampled_out(Refs, St1);
+                {true, St1} when Kind =:= return ->
+                    St2 = record(2, 0, Pid, Ts, Mfa, 0, strip_return(Role, Value), Refs, St1),
+                    state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St2);
                 {true, St1} ->
-                    Code = if Kind =:= return -> 2; true -> 3 end,
-                    record(Code, 0, Pid, Ts, Mfa, 0, Value, Refs, St1)
+                    record(3, 0, Pid, Ts, Mfa, 0, Value, Refs, St1)
             end;
         {return_to, Pid, Mfa, Ts} ->
             %% Returns into untraced code (the caller of the outermost traced call)
@@ -385,8 +407,9 @@ pop(Pid, St) ->
     end.
 
 maybe_forget(9, Pid, St) ->
-    St#st{stacks = maps:remove(Pid, St#st.stacks),
-          members = maps:remove(Pid, St#st.members)};
+    drop_state(Pid, St#st{stacks = maps:remove(Pid, St#st.stacks),
+                          members = maps:remove(Pid, St#st.members),
+                          pending = maps:remove(Pid, St#st.pending)});
 maybe_forget(_, _, St) -> St.
 
 %% A child spawned by a member of a process trace with include_children inherits
@@ -457,7 +480,10 @@ compute_route({M, F, A}, St) ->
         [] -> {1.0, true, []};
         _ ->
             Returns = lists:any(fun({_, #{patterns := Ps}}) ->
-                                        lists:any(fun({_, _, Ms}) -> ms_returns(Ms) end, Ps)
+                                        lists:any(fun({P, _, Ms}) ->
+                                                          pattern_covers(P, M, F, A)
+                                                              andalso ms_returns(Ms)
+                                                  end, Ps)
                                 end, Matching),
             Rate = lists:max([maps:get(rate, T) || {_, T} <- Matching]),
             %% A rate tagged {stack, Rate} keeps its decisions for the returns.
@@ -471,6 +497,10 @@ covers(#{kind := module, module := M, functions := Fs}, M, F, A) ->
 covers(#{kind := function, module := M, function := F, arity := Ar}, M, F, A) ->
     Ar =:= '_' orelse Ar =:= A;
 covers(_, _, _, _) -> false.
+
+pattern_covers({PM, PF, PA}, M, F, A) ->
+    (PM =:= '_' orelse PM =:= M) andalso (PF =:= '_' orelse PF =:= F)
+        andalso (PA =:= '_' orelse PA =:= A).
 
 pid_index(Pid, St = #st{pids = Pids}) ->
     case Pids of
@@ -497,14 +527,18 @@ mfa_index(Mfa, St = #st{mfas = Mfas}) ->
 %% Flags: 1 payload truncated, 2 payload is {Target, Value} (target not a pid; Other
 %%        is the process the name resolved to, or 0), 4 Other is the caller's MFA
 %%        index, 8 a return or exception will follow this call.
-record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St0) ->
+%%        16 (state records) the payload is a whole state, not a delta.
+record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St) ->
+    {Payload, OrigSize, Truncated} = encode_payload(Value, maps:get(max_term_bytes, St#st.limits)),
+    Flags = if Truncated -> Flags0 bor 1; true -> Flags0 end,
+    append(Kind, Flags, Pid, Ts, Mfa, Other, Payload, OrigSize, Refs, St).
+
+append(Kind, Flags, Pid, Ts, Mfa, Other, Payload, OrigSize, Refs, St0) ->
     {PidIdx, St1} = pid_index(Pid, St0),
     {MfaIdx, St2} = case Mfa of
                         none -> {0, St1};
                         _ -> mfa_index(Mfa, St1)
                     end,
-    {Payload, OrigSize, Truncated} = encode_payload(Value, maps:get(max_term_bytes, St2#st.limits)),
-    Flags = if Truncated -> Flags0 bor 1; true -> Flags0 end,
     Len = byte_size(Payload),
     Header = <<Kind:8, Flags:8, PidIdx:32, Ts:64/signed, MfaIdx:32, Other:32,
                OrigSize:32, Len:32>>,
@@ -600,9 +634,11 @@ flush(St0) ->
             %% Counted as dropped, not as a gap: the sequence number only advances
             %% with batches that left, so a gap Python sees is loss nobody counted.
             %% The index entries of a dropped batch go again with the next one.
-            Sent#st{seq = St#st.seq, dropped = St#st.dropped + St#st.buf_n,
-                    traces = Counted(dropped),
-                    new_pids = St#st.new_pids, new_mfas = St#st.new_mfas}
+            %% States sent in the lost batch are gone too: the next state of every
+            %% process goes whole.
+            forget_states(Sent#st{seq = St#st.seq, dropped = St#st.dropped + St#st.buf_n,
+                                  traces = Counted(dropped),
+                                  new_pids = St#st.new_pids, new_mfas = St#st.new_mfas})
     end.
 
 %% A timer that fires anyway leaves a {flush, Ref} whose Ref is no longer current,
@@ -612,6 +648,479 @@ cancel_flush(St = #st{flush_timer = undefined}) -> St;
 cancel_flush(St = #st{flush_timer = {T, _}}) ->
     erlang:cancel_timer(T, [{async, true}, {info, false}]),
     St#st{flush_timer = undefined}.
+
+%% ---------------------------------------------------------------------------------
+%% State capture
+%%
+%% The state callbacks of gen_server and gen_statem callback modules (Elixir's Agent
+%% runs Agent.Server's) are traced with their returns. A callback's call pushes the
+%% old state it was given; its return gives the new state, sent as a state record:
+%%   {N, {key, State}}         whole (flag 16), every state_keyframe_every changes,
+%%                             when no earlier state is kept, or when a delta is
+%%                             not smaller
+%%   {N, {delta, Delta}}       against state N - 1 of the same process
+%%   {N, same}                 the callback left the state as it was
+%%   {N, {initial, State}}     read with sys:get_state/2 when the trace started (16)
+%%   {N, {terminate, Reason}}  terminate was called; the state is unchanged
+%%   {N, {too_large, Bytes}}   over max_state_bytes: not sent, the chain restarts
+%%   {N, {unavailable, Why}}   the initial state could not be read
+%% N counts a process's state records, so Python notices a lost one. The state in
+%% the call's arguments and the return value is replaced by '$state' in the call
+%% and return records: the state record carries it.
+%%
+%% Delta = {v, New} | {m, [{Key, Delta}], [RemovedKey]} | {t, [{Index, Delta}]}
+%%       | {l, Prefix, Suffix, {v, Middle} | {e, [Delta | same]}} | {w, Added, Keep}
+%% ({l, ...}: the first Prefix and last Suffix elements stay, the middle is replaced,
+%% or changed element by element when it keeps its length; {w, ...}: the list is
+%% Added followed by its first Keep elements).
+
+callback_behaviour(M) ->
+    case code:ensure_loaded(M) of
+        {module, M} ->
+            Declared = lists:append([Bs || {K, Bs} <- M:module_info(attributes),
+                                           K =:= behaviour orelse K =:= behavior]),
+            Exported = fun(F, A) -> erlang:function_exported(M, F, A) end,
+            case {lists:member(gen_server, Declared) orelse
+                      lists:member('Elixir.GenServer', Declared),
+                  lists:member(gen_statem, Declared)} of
+                {true, _} -> gen_server;
+                {_, true} -> gen_statem;
+                _ ->
+                    case {Exported(handle_call, 3), Exported(callback_mode, 0)} of
+                        {_, true} -> gen_statem;
+                        {true, _} -> gen_server;
+                        _ -> none
+                    end
+            end;
+        _ -> none
+    end.
+
+%% {Behaviour, CallbackModule} of a running process, from its initial call (the
+%% process is not asked: it may be busy, or not an OTP process at all). An Elixir
+%% Agent's initial call names the function it was started with.
+process_behaviour(Pid) ->
+    Initial = case erlang:process_info(Pid, dictionary) of
+                  {dictionary, D} -> proplists:get_value('$initial_call', D);
+                  _ -> undefined
+              end,
+    case Initial of
+        {M, F, _} when is_atom(M), is_atom(F) ->
+            case callback_behaviour(M) of
+                none ->
+                    case hd(atom_to_list(F)) =:= $- andalso in_gen_server(Pid) andalso
+                        code:is_loaded('Elixir.Agent.Server') =/= false of
+                        true -> {gen_server, 'Elixir.Agent.Server'};
+                        false -> none
+                    end;
+                B -> {B, M}
+            end;
+        _ -> none
+    end.
+
+in_gen_server(Pid) ->
+    case erlang:process_info(Pid, current_stacktrace) of
+        {current_stacktrace, Frames} -> lists:keymember(gen_server, 1, Frames);
+        _ -> false
+    end.
+
+%% The callbacks that change state, with their role.
+state_callbacks(gen_server, M) ->
+    Known = [{init, 1, gs_init}, {handle_call, 3, gs_call}, {handle_cast, 2, gs_noreply},
+             {handle_info, 2, gs_noreply}, {handle_continue, 2, gs_noreply},
+             {code_change, 3, gs_code_change}, {terminate, 2, gs_terminate}],
+    [{{M, F, A}, Role} || {F, A, Role} <- Known, erlang:function_exported(M, F, A)];
+state_callbacks(gen_statem, M) ->
+    Modes = try M:callback_mode() of
+                Mode when is_atom(Mode) -> [Mode];
+                Mode when is_list(Mode) -> Mode;
+                _ -> []
+            catch _:_ -> []
+            end,
+    Fixed = [{init, 1, sm_init}, {code_change, 4, sm_code_change}, {terminate, 3, sm_terminate}]
+        ++ [{handle_event, 4, sm_event} || lists:member(handle_event_function, Modes)],
+    StateFunctions = case lists:member(state_functions, Modes) of
+                         true -> [{F, 3, sm_state} || {F, 3} <- M:module_info(exports),
+                                                      F =/= terminate, F =/= format_status];
+                         false -> []
+                     end,
+    [{{M, F, A}, Role} || {F, A, Role} <- Fixed ++ StateFunctions,
+                          erlang:function_exported(M, F, A)].
+
+%% Adds the state callbacks of M to a trace: Scope is any (a module trace) or the
+%% one process of a process trace, whose guard keeps other processes out.
+with_state(T = #{patterns := Patterns}, Behaviour, M, Scope) ->
+    Roles = state_callbacks(Behaviour, M),
+    Guard = case Scope of any -> []; Pid -> [{'=:=', {self}, Pid}] end,
+    Extra = [{Mfa, global, [{'_', Guard, [{exception_trace}]}]} || {Mfa, _} <- Roles],
+    Functions = case T of
+                    #{functions := Fs} -> lists:usort(Fs ++ [{F, A} || {{_, F, A}, _} <- Roles]);
+                    _ -> undefined
+                end,
+    T1 = T#{patterns => Patterns ++ Extra, state => Behaviour, state_roles => Roles,
+            state_probe => {M, case Scope of any -> any; _ -> [Scope] end}},
+    case Functions of undefined -> T1; _ -> T1#{functions => Functions} end.
+
+state_index(Traces) ->
+    maps:fold(
+      fun(_, T, Acc) ->
+              Scope = case T of #{kind := process, pid := Root} -> [Root]; _ -> any end,
+              lists:foldl(fun({Mfa, Role}, A) ->
+                                  case {maps:get(Mfa, A, none), Scope} of
+                                      {none, _} -> A#{Mfa => {Role, Scope}};
+                                      {{_, any}, _} -> A;
+                                      {{R, _}, any} -> A#{Mfa => {R, any}};
+                                      {{R, Ps}, [One]} -> A#{Mfa => {R, [One | Ps]}}
+                                  end
+                          end, Acc, maps:get(state_roles, T, []))
+      end, #{}, Traces).
+
+state_role(_Mfa, _Pid, #st{state_roles = Roles}) when map_size(Roles) =:= 0 -> none;
+state_role(Mfa, Pid, #st{state_roles = Roles}) ->
+    case Roles of
+        #{Mfa := {Role, any}} -> Role;
+        #{Mfa := {Role, Pids}} ->
+            case lists:member(Pid, Pids) of true -> Role; false -> none end;
+        _ -> none
+    end.
+
+state_on_call(Mfa, Pid, Args, St) ->
+    case state_role(Mfa, Pid, St) of
+        none -> {none, St};
+        Role ->
+            Pending = St#st.pending,
+            Old = old_state(Role, element(2, Mfa), Args),
+            {Role, St#st{pending = Pending#{Pid => [Old | maps:get(Pid, Pending, [])]}}}
+    end.
+
+state_on_return(Mfa, Pid, St) ->
+    case state_role(Mfa, Pid, St) of
+        none -> {none, unknown, St};
+        Role ->
+            Pending = St#st.pending,
+            case maps:get(Pid, Pending, []) of
+                [Old] -> {Role, Old, St#st{pending = maps:remove(Pid, Pending)}};
+                [Old | Rest] -> {Role, Old, St#st{pending = Pending#{Pid := Rest}}};
+                [] -> {Role, unknown, St}
+            end
+    end.
+
+state_after_call(Role, Pid, Ts, Mfa, [Reason | _], Refs, St)
+  when Role =:= gs_terminate; Role =:= sm_terminate ->
+    Max = maps:get(max_term_bytes, St#st.limits),
+    Shown = case erlang:external_size(Reason) > Max of
+                true -> shrink(Reason, 4, 3);
+                false -> Reason
+            end,
+    N = next_state_number(Pid, St),
+    drop_state(Pid, state_record(Pid, Ts, Mfa, 0, {N, {terminate, Shown}}, Refs, St));
+state_after_call(_, _, _, _, _, _, St) -> St.
+
+state_on_result(none, _, _, _, _, _, _, St) -> St;
+state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St) ->
+    case new_state(Role, Value, Old) of
+        {ok, New} -> emit_state(Pid, Ts, Mfa, New, Refs, St);
+        none -> St
+    end.
+
+old_state(gs_call, _, [_, _, S]) -> S;
+old_state(gs_noreply, _, [_, S]) -> S;
+old_state(gs_code_change, _, [_, S, _]) -> S;
+old_state(gs_terminate, _, [_, S]) -> S;
+old_state(sm_state, F, [_, _, D]) -> {F, D};
+old_state(sm_event, _, [_, _, S, D]) -> {S, D};
+old_state(sm_code_change, _, [_, S, D, _]) -> {S, D};
+old_state(sm_terminate, _, [_, S, D]) -> {S, D};
+old_state(_, _, _) -> unknown.
+
+strip_args(gs_call, [A, B, _]) -> [A, B, '$state'];
+strip_args(gs_noreply, [A, _]) -> [A, '$state'];
+strip_args(gs_code_change, [V, _, E]) -> [V, '$state', E];
+strip_args(gs_terminate, [R, _]) -> [R, '$state'];
+strip_args(sm_state, [T, C, _]) -> [T, C, '$state'];
+strip_args(sm_event, [T, C, S, _]) -> [T, C, S, '$state'];
+strip_args(sm_code_change, [V, S, _, E]) -> [V, S, '$state', E];
+strip_args(sm_terminate, [R, S, _]) -> [R, S, '$state'];
+strip_args(_, Args) -> Args.
+
+new_state(gs_init, {ok, S}, _) -> {ok, S};
+new_state(gs_init, {ok, S, _}, _) -> {ok, S};
+new_state(gs_call, {reply, _, S}, _) -> {ok, S};
+new_state(gs_call, {reply, _, S, _}, _) -> {ok, S};
+new_state(gs_call, {stop, _, _, S}, _) -> {ok, S};
+new_state(R, {noreply, S}, _) when R =:= gs_call; R =:= gs_noreply -> {ok, S};
+new_state(R, {noreply, S, _}, _) when R =:= gs_call; R =:= gs_noreply -> {ok, S};
+new_state(R, {stop, _, S}, _) when R =:= gs_call; R =:= gs_noreply -> {ok, S};
+new_state(gs_code_change, {ok, S}, _) -> {ok, S};
+new_state(sm_init, {ok, S, D}, _) -> {ok, {S, D}};
+new_state(sm_init, {ok, S, D, _}, _) -> {ok, {S, D}};
+new_state(sm_code_change, {ok, S, D}, _) -> {ok, {S, D}};
+new_state(R, Result, Old) when R =:= sm_state; R =:= sm_event -> statem_result(Result, Old);
+new_state(_, _, _) -> none.
+
+statem_result({next_state, S, D}, _) -> {ok, {S, D}};
+statem_result({next_state, S, D, _}, _) -> {ok, {S, D}};
+statem_result({Keep, D}, {S, _}) when Keep =:= keep_state; Keep =:= repeat_state -> {ok, {S, D}};
+statem_result({Keep, D, _}, {S, _}) when Keep =:= keep_state; Keep =:= repeat_state ->
+    {ok, {S, D}};
+statem_result({stop, _, D}, {S, _}) -> {ok, {S, D}};
+statem_result({stop_and_reply, _, _, D}, {S, _}) -> {ok, {S, D}};
+statem_result(Same, Old = {_, _}) when Same =:= keep_state_and_data;
+                                       Same =:= repeat_state_and_data -> {ok, Old};
+statem_result({Same, _}, Old = {_, _}) when Same =:= keep_state_and_data;
+                                            Same =:= repeat_state_and_data;
+                                            Same =:= stop -> {ok, Old};
+statem_result({stop_and_reply, _, _}, Old = {_, _}) -> {ok, Old};
+statem_result(_, _) -> none.
+
+strip_return(none, V) -> V;
+strip_return(R, {ok, _}) when R =:= gs_init; R =:= gs_code_change -> {ok, '$state'};
+strip_return(gs_init, {ok, _, X}) -> {ok, '$state', X};
+strip_return(gs_call, {reply, Reply, _}) -> {reply, Reply, '$state'};
+strip_return(gs_call, {reply, Reply, _, X}) -> {reply, Reply, '$state', X};
+strip_return(gs_call, {stop, Why, Reply, _}) -> {stop, Why, Reply, '$state'};
+strip_return(R, {noreply, _}) when R =:= gs_call; R =:= gs_noreply -> {noreply, '$state'};
+strip_return(R, {noreply, _, X}) when R =:= gs_call; R =:= gs_noreply -> {noreply, '$state', X};
+strip_return(R, {stop, Why, _}) when R =:= gs_call; R =:= gs_noreply -> {stop, Why, '$state'};
+strip_return(R, {ok, S, _}) when R =:= sm_init; R =:= sm_code_change -> {ok, S, '$state'};
+strip_return(sm_init, {ok, S, _, A}) -> {ok, S, '$state', A};
+strip_return(R, V) when R =:= sm_state; R =:= sm_event ->
+    case V of
+        {next_state, S, _} -> {next_state, S, '$state'};
+        {next_state, S, _, A} -> {next_state, S, '$state', A};
+        {K, _} when K =:= keep_state; K =:= repeat_state -> {K, '$state'};
+        {K, _, A} when K =:= keep_state; K =:= repeat_state -> {K, '$state', A};
+        {stop, Why, _} -> {stop, Why, '$state'};
+        {stop_and_reply, Why, Replies, _} -> {stop_and_reply, Why, Replies, '$state'};
+        _ -> V
+    end;
+strip_return(_, V) -> V.
+
+emit_state(Pid, Ts, Mfa, New, Refs, St = #st{states = States, limits = L}) ->
+    case maps:get(Pid, States, none) of
+        {N, Since, Last, Bytes} when Last =:= New ->
+            state_record(Pid, Ts, Mfa, 0, {N + 1, same}, Refs,
+                         St#st{states = States#{Pid := {N + 1, Since, Last, Bytes}}});
+        {N, Since, Last, Bytes} ->
+            case Since < map_get(state_keyframe_every, L) of
+                true ->
+                    Delta = diff(Last, New),
+                    Size = erlang:external_size(Delta),
+                    case Size < 64 orelse Size < erlang:external_size(New) of
+                        true ->
+                            St1 = keep_state(Pid, {N + 1, Since + 1, New, Bytes + Size}, St),
+                            state_record(Pid, Ts, Mfa, 0, {N + 1, {delta, Delta}}, Refs, St1);
+                        false -> keyframe(Pid, Ts, Mfa, N + 1, key, New, Refs, St)
+                    end;
+                false -> keyframe(Pid, Ts, Mfa, N + 1, key, New, Refs, St)
+            end;
+        {N, unknown} -> keyframe(Pid, Ts, Mfa, N + 1, key, New, Refs, St);
+        none -> keyframe(Pid, Ts, Mfa, 1, key, New, Refs, St)
+    end.
+
+keyframe(Pid, Ts, Mfa, N, Tag, State, Refs, St) ->
+    Size = erlang:external_size(State),
+    case Size =< map_get(max_state_bytes, St#st.limits) of
+        true ->
+            St1 = keep_state(Pid, {N, 0, State, Size}, St),
+            state_record(Pid, Ts, Mfa, 16, {N, {Tag, State}}, Refs, St1);
+        false ->
+            St1 = keep_state(Pid, {N, unknown}, St),
+            state_record(Pid, Ts, Mfa, 0, {N, {too_large, Size}}, Refs, St1)
+    end.
+
+%% Keeps a process's last state within max_state_memory_mb; past it the process
+%% keeps only its number, so its next state goes whole.
+keep_state(Pid, Entry, St = #st{states = States, state_bytes = Total}) ->
+    Freed = case maps:get(Pid, States, none) of
+                {_, _, _, Old} -> Total - Old;
+                _ -> Total
+            end,
+    Budget = case map_get(max_state_memory_mb, St#st.limits) of
+                 infinity -> infinity;
+                 Mb -> Mb * 1024 * 1024
+             end,
+    case Entry of
+        {N, _, _, Bytes} when Budget =/= infinity, Freed + Bytes > Budget ->
+            St#st{states = States#{Pid => {N, unknown}}, state_bytes = Freed};
+        {_, _, _, Bytes} -> St#st{states = States#{Pid => Entry}, state_bytes = Freed + Bytes};
+        _ -> St#st{states = States#{Pid => Entry}, state_bytes = Freed}
+    end.
+
+next_state_number(Pid, St) ->
+    case maps:get(Pid, St#st.states, none) of
+        none -> 1;
+        Entry -> element(1, Entry) + 1
+    end.
+
+state_record(Pid, Ts, Mfa, Flags, Body, Refs, St) ->
+    Payload = term_to_binary(Body),
+    Size = byte_size(Payload),
+    append(17, Flags, Pid, Ts, Mfa, 0, Payload, Size, Refs, St).
+
+drop_state(Pid, St = #st{states = States}) ->
+    case maps:take(Pid, States) of
+        {{_, _, _, Bytes}, Rest} -> St#st{states = Rest, state_bytes = St#st.state_bytes - Bytes};
+        {_, Rest} -> St#st{states = Rest};
+        error -> St
+    end.
+
+%% Every process's next state goes whole (its number still counts on).
+forget_states(St = #st{states = States}) when map_size(States) =:= 0 -> St;
+forget_states(St) ->
+    St#st{states = maps:map(fun(_, E) -> {element(1, E), unknown} end, St#st.states),
+          state_bytes = 0}.
+
+clear_states(St) ->
+    St#st{states = #{}, state_bytes = 0, pending = #{}, state_roles = #{}}.
+
+%% Processes that died without an exit event we saw (module traces do not trace
+%% lifecycles) are forgotten every five seconds.
+sweep_states(St = #st{checks = C}) when C rem 50 =/= 0 -> St#st{checks = C + 1};
+sweep_states(St = #st{checks = C, states = States}) ->
+    Dead = [P || P <- maps:keys(States), node(P) =:= node(), not is_process_alive(P)],
+    St1 = lists:foldl(fun drop_state/2, St, Dead),
+    St1#st{checks = C + 1, pending = maps:without(Dead, St1#st.pending)}.
+
+diff(Old, New) when is_map(Old), is_map(New) ->
+    {Changed, Added} =
+        maps:fold(fun(K, V, {Acc, Add}) ->
+                          case Old of
+                              #{K := V} -> {Acc, Add};
+                              #{K := OldV} -> {[{K, diff(OldV, V)} | Acc], Add};
+                              _ -> {[{K, {v, V}} | Acc], Add + 1}
+                          end
+                  end, {[], 0}, New),
+    Removed = case map_size(Old) + Added > map_size(New) of
+                  true -> [K || K <- maps:keys(Old), not is_map_key(K, New)];
+                  false -> []
+              end,
+    {m, Changed, Removed};
+diff(Old, New) when is_tuple(Old), is_tuple(New), tuple_size(Old) =:= tuple_size(New),
+                    tuple_size(Old) > 0 ->
+    {t, tuple_diff(Old, New, tuple_size(New), [])};
+diff(Old, New) when is_list(Old), is_list(New), Old =/= [], New =/= [] ->
+    case {proper_length(Old), proper_length(New)} of
+        {LO, LN} when is_integer(LO), is_integer(LN) -> list_diff(Old, New, LO, LN);
+        _ -> {v, New}
+    end;
+diff(_, New) -> {v, New}.
+
+tuple_diff(_, _, 0, Acc) -> Acc;
+tuple_diff(Old, New, I, Acc) ->
+    case {element(I, Old), element(I, New)} of
+        {Same, Same} -> tuple_diff(Old, New, I - 1, Acc);
+        {A, B} -> tuple_diff(Old, New, I - 1, [{I, diff(A, B)} | Acc])
+    end.
+
+proper_length(L) ->
+    try length(L) catch error:badarg -> improper end.
+
+list_diff(Old, New, LO, LN) ->
+    case shifted(Old, New, LN, 1) of
+        {ok, K} -> {w, lists:sublist(New, K), LN - K};
+        none -> trimmed_diff(Old, New, LO, LN)
+    end.
+
+%% New is K new elements followed by the first LN - K elements of Old (a list that
+%% got new heads and perhaps lost its tail, as bounded histories do), K =< 8.
+shifted(_, _, LN, K) when K > 8; K >= LN -> none;
+shifted(Old = [H | _], New, LN, K) ->
+    case lists:nthtail(K, New) of
+        Rest = [H | _] ->
+            case common_prefix(Rest, Old, 0) =:= LN - K of
+                true -> {ok, K};
+                false -> shifted(Old, New, LN, K + 1)
+            end;
+        _ -> shifted(Old, New, LN, K + 1)
+    end.
+
+trimmed_diff(Old, New, LO, LN) ->
+    Prefix = common_prefix(Old, New, 0),
+    Suffix = common_suffix(lists:nthtail(Prefix, Old), lists:nthtail(Prefix, New),
+                           LO - Prefix, LN - Prefix),
+    OldMid = lists:sublist(lists:nthtail(Prefix, Old), LO - Prefix - Suffix),
+    NewMid = lists:sublist(lists:nthtail(Prefix, New), LN - Prefix - Suffix),
+    Middle = case length(OldMid) =:= length(NewMid) of
+                 true -> {e, lists:zipwith(fun(A, B) when A =:= B -> same;
+                                              (A, B) -> diff(A, B) end, OldMid, NewMid)};
+                 false -> {v, NewMid}
+             end,
+    {l, Prefix, Suffix, Middle}.
+
+common_prefix([X | A], [X | B], N) -> common_prefix(A, B, N + 1);
+common_prefix(_, _, N) -> N.
+
+%% The length of the longest common tail of A and B (of lengths LA and LB).
+common_suffix(A, B, LA, LB) when LA > LB -> common_suffix(lists:nthtail(LA - LB, A), B, LB, LB);
+common_suffix(A, B, LA, LB) when LB > LA -> common_suffix(A, lists:nthtail(LB - LA, B), LA, LA);
+common_suffix(A, B, L, L) -> run_of_equal(A, B, L, 0).
+
+%% Counts the trailing run of pairwise-equal elements.
+run_of_equal([], [], _, Run) -> Run;
+run_of_equal([X | A], [X | B], L, Run) -> run_of_equal(A, B, L, Run + 1);
+run_of_equal([_ | A], [_ | B], L, _) -> run_of_equal(A, B, L, 0).
+
+%% Initial states: read with sys:get_state/2 from short-lived processes, so a busy
+%% process costs the relay nothing; a process that is not an OTP process is never
+%% sent a system message (it would stay in its mailbox).
+probe_states(TRef, #{state_probe := {not_otp, Pids}}, St) ->
+    Now = erlang:monotonic_time(nanosecond),
+    lists:foldl(fun(P, Acc) -> on_state_probe(TRef, P, Now, {unavailable, not_otp}, Acc) end,
+                St, Pids);
+probe_states(TRef, #{state_probe := {M, Scope}}, St) ->
+    Relay = self(),
+    Timeout = map_get(state_probe_timeout_ms, St#st.limits),
+    spawn(fun() ->
+                  Pids = case Scope of
+                             any -> processes_of(M, 1000);
+                             _ -> Scope
+                         end,
+                  [spawn(fun() -> probe(Relay, TRef, P, Timeout) end) || P <- Pids]
+          end),
+    St;
+probe_states(_, _, St) -> St.
+
+probe(Relay, TRef, Pid, Timeout) ->
+    Result = try sys:get_state(Pid, Timeout) of
+                 State -> {ok, State}
+             catch
+                 exit:{timeout, _} -> {unavailable, timeout};
+                 exit:{noproc, _} -> {unavailable, noproc};
+                 _:_ -> {unavailable, not_otp}
+             end,
+    Relay ! {es_state_probe, TRef, Pid, erlang:monotonic_time(nanosecond), Result}.
+
+%% At most Max processes started as M (gen_server or gen_statem callback module).
+processes_of(M, Max) ->
+    Of = fun(P) -> case erlang:process_info(P, dictionary) of
+                       {dictionary, D} ->
+                           case proplists:get_value('$initial_call', D) of
+                               {M, init, 1} -> true;
+                               _ -> false
+                           end;
+                       _ -> false
+                   end
+         end,
+    lists:sublist([P || P <- erlang:processes(), Of(P)], Max).
+
+%% A state read counts only where no callback has told us the state since.
+on_state_probe(TRef, Pid, Ts, Result, St) ->
+    Known = case maps:get(Pid, St#st.states, none) of
+                none -> false;
+                {_, unknown} -> false;
+                _ -> true
+            end,
+    case {maps:is_key(TRef, St#st.traces), St#st.tripped, Known} of
+        {true, false, false} ->
+            N = next_state_number(Pid, St),
+            case Result of
+                {ok, State} -> keyframe(Pid, Ts, none, N, initial, State, [TRef], St);
+                {unavailable, Why} ->
+                    state_record(Pid, Ts, none, 0, {N, {unavailable, Why}}, [TRef],
+                                 St#st{states = (St#st.states)#{Pid => {N, unknown}}})
+            end;
+        _ -> St
+    end.
 
 %% ---------------------------------------------------------------------------------
 %% Limits and the circuit breaker
@@ -730,19 +1239,25 @@ handle_request({set_limits, New}, St) ->
 handle_request(emergency_stop, St0) ->
     St = remove_all(flush(St0)),
     Stopped = [summary(R, T#{status => stopped}) || {R, T} <- maps:to_list(St#st.traces)],
-    {{ok, Stopped}, St#st{traces = #{}, routes_version = St#st.routes_version + 1}};
+    {{ok, Stopped}, clear_states(St#st{traces = #{},
+                                       routes_version = St#st.routes_version + 1})};
 handle_request(reset_breaker, St) ->
     %% A new start: the event and duration limits count from here.
     St#st.watcher ! rearm,
-    {ok, St#st{tripped = false, traces = #{}, adaptive = 1.0, kept_base = St#st.kept,
-               routes_version = St#st.routes_version + 1,
-               started_at = erlang:monotonic_time(millisecond)}};
+    {ok, clear_states(St#st{tripped = false, traces = #{}, adaptive = 1.0,
+                            kept_base = St#st.kept,
+                            routes_version = St#st.routes_version + 1,
+                            started_at = erlang:monotonic_time(millisecond)})};
 handle_request(status, St) ->
     {#{counters => counters(St), limits => St#st.limits, tripped => St#st.tripped,
        patterns => maps:size(St#st.applied_patterns),
        flags => St#st.applied_flags}, St};
 handle_request(flush, St) ->
     {ok, flush(St)};
+handle_request(state_keyframes, St) ->
+    %% A recording that starts now gets whole states first, read anew where no
+    %% callback runs soon.
+    {ok, maps:fold(fun probe_states/3, forget_states(St), St#st.traces)};
 handle_request(shutdown, St) ->
     St1 = remove_all(flush(St)),
     self() ! {'DOWN', St1#st.owner_mon, process, St1#st.owner, shutdown},
@@ -750,19 +1265,27 @@ handle_request(shutdown, St) ->
 handle_request(Other, St) ->
     {{error, {unknown_request, Other}}, St}.
 
-trace_spec(module, #{module := M, level := Level, only := Only, exclude := Exclude,
-                    rate := Rate}) ->
-    case module_functions(M, Level) of
-        {error, _} = E -> E;
-        {ok, All} ->
+trace_spec(module, Spec = #{module := M, level := Level, only := Only, exclude := Exclude,
+                           rate := Rate}) ->
+    case {module_functions(M, Level), maps:get(state, Spec, false)} of
+        {{error, _} = E, _} -> E;
+        {{ok, All}, WantState} ->
             Fs = select(All, Only, Exclude),
             Ms = level_ms(Level),
             Where = case Level of full -> local; _ -> global end,
             Flags = [call] ++ case Level of full -> [return_to]; _ -> [] end,
-            {ok, #{kind => module, module => M, functions => Fs, level => Level,
-                   rate => float(Rate), want_args => true,
-                   patterns => [{{M, F, A}, Where, Ms} || {F, A} <- Fs],
-                   flags => #{all => Flags}}}
+            T = #{kind => module, module => M, functions => Fs, level => Level,
+                  rate => float(Rate), want_args => true,
+                  patterns => [{{M, F, A}, Where, Ms} || {F, A} <- Fs],
+                  flags => #{all => Flags}},
+            case WantState of
+                false -> {ok, T};
+                true ->
+                    case callback_behaviour(M) of
+                        none -> {error, {no_state_callbacks, M}};
+                        Behaviour -> {ok, with_state(T, Behaviour, M, any)}
+                    end
+            end
     end;
 trace_spec(function, #{module := M, function := F, arity := A, capture := Capture,
                        match := Match, rate := Rate}) ->
@@ -794,9 +1317,14 @@ trace_spec(process, #{target := Target, include := Include, children := Children
                                      [{'_', [{'=:=', {self}, Pid}], [{exception_trace}]}]}];
                            false -> []
                        end,
-            {ok, #{kind => process, pid => Pid, rate => 1.0, want_args => true,
-                   children => Children, child_rate => float(Rate), include => Include,
-                   patterns => Patterns, flags => #{Pid => Flags}}}
+            T = #{kind => process, pid => Pid, rate => 1.0, want_args => true,
+                  children => Children, child_rate => float(Rate), include => Include,
+                  patterns => Patterns, flags => #{Pid => Flags}},
+            case {lists:member(state, Include), process_behaviour(Pid)} of
+                {false, _} -> {ok, T};
+                {true, none} -> {ok, T#{state_probe => {not_otp, [Pid]}}};
+                {true, {Behaviour, M}} -> {ok, with_state(T, Behaviour, M, Pid)}
+            end
     end;
 trace_spec(Kind, _) ->
     {error, {bad_trace_spec, Kind}}.
@@ -821,7 +1349,7 @@ add_trace(TRef, T, St) ->
               end,
     St1 = St#st{traces = (St#st.traces)#{TRef => T1}, members = Members,
                 routes_version = St#st.routes_version + 1},
-    {ok, apply_state(St1)}.
+    {ok, probe_states(TRef, T1, apply_state(St1))}.
 
 %% Untraces the adopted children of a stopped process trace (the root's flags go
 %% with apply_state).
@@ -836,7 +1364,7 @@ drop_members(TRef, St) ->
 
 summary(TRef, T) ->
     maps:with([ref, kind, module, function, arity, pid, level, rate, child_rate, status,
-               started_at, children, include, captured, dropped, sampled_out],
+               started_at, children, include, captured, dropped, sampled_out, state],
               T#{ref => TRef}).
 
 %% A pattern without actions is `true`, cheaper in the traced process than the
@@ -867,6 +1395,7 @@ ms_returns(_) -> false.
 include_flags(messages) -> [send, 'receive'];
 include_flags(calls) -> [call];
 include_flags(lifecycle) -> [procs];
+include_flags(state) -> [call];
 include_flags(_) -> [].
 
 module_functions(M, Level) ->
@@ -961,7 +1490,8 @@ apply_state(St) ->
      || {Target, Want} <- maps:to_list(WantFlags), Target =/= all],
     untrace_self(Session, St#st.watcher),
     St#st.watcher ! {applied, WantPatterns, WantFlags, Session},
-    St#st{applied_patterns = WantPatterns, applied_flags = WantFlags}.
+    St#st{applied_patterns = WantPatterns, applied_flags = WantFlags,
+          state_roles = state_index(St#st.traces)}.
 
 wildcard_first(Wildcard, _, Wildcard) -> true;
 wildcard_first(_, Wildcard, Wildcard) -> false;

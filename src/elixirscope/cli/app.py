@@ -12,6 +12,7 @@ import sys
 import click
 
 from elixirscope.cli import (
+    analysis_commands,
     demo_command,
     export_command,
     node_commands,
@@ -33,6 +34,7 @@ def cli(debug: bool) -> None:
 for _commands in (demo_command, node_commands, record_command, recording_commands,
                   export_command):
     _commands.register(cli)
+analysis_commands.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,8 +25,23 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
 
+from elixirscope.analysis import (
+    FunctionStats,
+    RangeNode,
+    RepeatedTree,
+    RerunResult,
+    Traceback,
+)
+from elixirscope.analysis import call_stats as _call_stats
+from elixirscope.analysis import find as _find
+from elixirscope.analysis import ranges as _ranges
+from elixirscope.analysis import repeats as _repeats
+from elixirscope.analysis import rerun as _rerun
+from elixirscope.analysis import stepping as _stepping
+from elixirscope.analysis import traceback as _traceback
 from elixirscope.beam_names import function_atom, module_atom, module_display
-from elixirscope.errors import ElixirScopeError, ETFDecodeError
+from elixirscope.dist.node import Node
+from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom, encode
 from elixirscope.recording import correlate, store
 from elixirscope.recording.results import (
@@ -39,7 +54,10 @@ from elixirscope.recording.results import (
     payload_text,
     payload_value,
 )
+from elixirscope.recording.state_diff import StateDiff
+from elixirscope.recording.state_results import FieldChange, Replay, StateTransition
 from elixirscope.recording.timespec import TimeSpec, seconds, wall_ns
+from elixirscope.recording.timetravel import TimeTravel
 from elixirscope.tracing.events import KIND_CODES, KINDS, TRUNCATED
 
 __all__ = ["QueryError", "Recording", "open_recording"]
@@ -71,10 +89,6 @@ _ESCAPE = re.compile(r"\\(?:x\{[0-9A-F]*\}?|x[0-9A-F]{0,2}|u[0-9A-F]{0,4}|[^\\])
 _ESCAPE_TAIL = re.compile(r"^(?:[abdefnrtv]|[xu]?\{?[0-9A-F]{0,6}\}?)")
 _FUNCTION_SPEC = re.compile(r"^(.+?)(?:/(\d+))?$")
 _NORMAL, _SHUTDOWN = Atom("normal"), Atom("shutdown")
-
-
-class QueryError(ElixirScopeError):
-    """A question the recording cannot answer as asked."""
 
 
 def open_recording(path: str | Path) -> Recording:
@@ -624,6 +638,67 @@ class Recording:
         span = self._span_or_none(event.span_id)
         return f"{who} in span {span.mfa}" if span else who
 
+    # Analysis: thin entries to elixirscope.analysis (one module per query, documented
+    # there). ----------------------------------------------------------------------------
+
+    @_reads
+    def traceback(self, event: Event | int, max_links: int = 50) -> Traceback:
+        """The traced calls around ``event`` (innermost first), the message that started
+        the outermost, the sender's calls at the send, and so on back to the origin."""
+        return _traceback.traceback(self, event, max_links)
+
+    @_reads
+    def range(self, span: Span | int, max_depth: int | None = None,
+              messages: bool = False, limit: int = 10_000) -> RangeNode:
+        """Everything between a call and its return, as a tree of the calls inside it
+        (at most ``max_depth`` levels, ``limit`` calls), with ``messages`` the sends and
+        receives too."""
+        return _ranges.call_range(self, span, max_depth, messages, limit)
+
+    @_reads
+    def call_stats(self, module: str | None = None, function: str | None = None,
+                   pid: str | int | None = None, since: TimeSpec | None = None,
+                   until: TimeSpec | None = None, sort: str = "acc",
+                   limit: int | None = None) -> list[FunctionStats]:
+        """Per function: count, accumulated and own time, duration percentiles."""
+        return _call_stats.call_stats(self, module, function, pid, since, until, sort, limit)
+
+    @_reads
+    def repeated_call_trees(self, min_count: int = 2, min_size: int = 1,
+                            module: str | None = None, function: str | None = None,
+                            pid: str | int | None = None, since: TimeSpec | None = None,
+                            until: TimeSpec | None = None,
+                            limit: int | None = 20) -> list[RepeatedTree]:
+        """Identical call subtrees that repeat, the most wasted time first."""
+        return _repeats.repeated_call_trees(self, min_count, min_size, module, function,
+                                            pid, since, until, limit)
+
+    @_reads
+    def find(self, what: Any, *, pid: str | int | None = None, module: str | None = None,
+             function: str | None = None, kind: str | Iterable[str] | None = None,
+             since: TimeSpec | None = None, until: TimeSpec | None = None,
+             limit: int | None = 1000, order: str = "asc") -> list[Event]:
+        """Events whose payload holds a term, a substring of a binary (``str`` or
+        ``bytes``), or a subterm a predicate (a callable; slower) accepts."""
+        return _find.find(self, what, pid=pid, module=module, function=function, kind=kind,
+                          since=since, until=until, limit=limit, order=order)
+
+    @_reads
+    def next(self, event: Event | int, by: str = "process") -> Event | None:
+        """The next event by process (step into), span (step over) or message."""
+        return _stepping.step(self, event, by, forward=True)
+
+    @_reads
+    def prev(self, event: Event | int, by: str = "process") -> Event | None:
+        """The previous event by process, span or message."""
+        return _stepping.step(self, event, by, forward=False)
+
+    @_reads
+    def rerun(self, span: Span | int, node: Node, *, timeout: float = 15.0) -> RerunResult:
+        """SIDE-EFFECTING: calls the span's function again on the live ``node`` with the
+        recorded arguments and compares the result with the recorded one."""
+        return _rerun.rerun(self, span, node, timeout=timeout)
+
     # --- summary ------------------------------------------------------------------------
 
     @_reads
@@ -667,6 +742,50 @@ class Recording:
                                                     "agent_stats", "recorder_version")},
             "recovered": self.recovered,
         }
+
+    # --- time travel --------------------------------------------------------------------
+
+    @functools.cached_property
+    def _time_travel(self) -> TimeTravel:
+        return TimeTravel(self)
+
+    @_reads
+    def state_history(self, pid: str | int, limit: int | None = None) -> list[StateTransition]:
+        """Every recorded state transition of a process (a pid, ``<0.5.0>``, or a
+        registered name: every process that held the name, in time order), ending
+        with its exit if it ended while recorded."""
+        return self._time_travel.history(pid, limit)
+
+    @_reads
+    def state_at(self, pid: str | int, t: TimeSpec) -> Any:
+        """The exact state of a process at ``t`` (seconds from the start, ``"2.5s"``,
+        an ISO time or a datetime): the state after its last transition at or before
+        ``t``. ``QueryError`` if none was recorded by then, or it cannot be known."""
+        return self._time_travel.state_at(pid, t)
+
+    @_reads
+    def state_transition_at(self, pid: str | int, t: TimeSpec) -> StateTransition:
+        """The transition whose state a process had at ``t``."""
+        return self._time_travel.transition_at(pid, t)
+
+    @_reads
+    def replay_to(self, pid: str | int, t: TimeSpec) -> Replay:
+        """The state at ``t``, the transition that made it, and its causal chain back
+        through messages and spans to the origin."""
+        return self._time_travel.replay_to(pid, t)
+
+    @_reads
+    def diff(self, pid: str | int, t1: TimeSpec, t2: TimeSpec) -> StateDiff:
+        """What changed in a process's state from ``t1`` to ``t2``."""
+        return self._time_travel.diff(pid, t1, t2)
+
+    @_reads
+    def field_history(self, pid: str | int, path: Sequence[Any]) -> list[FieldChange]:
+        """Every change of one field of a process's state (``path`` is a sequence of
+        keys, e.g. ``[Atom("accounts"), b"alice", Atom("balance")]``; see
+        ``parse_field_path`` for the text form), each with the transition and
+        message that made it."""
+        return self._time_travel.field_history(pid, path)
 
     def _scalar(self, sql: str) -> Any:
         row = self.con.execute(sql).fetchone()

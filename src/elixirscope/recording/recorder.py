@@ -132,6 +132,7 @@ class Recorder:
             "limits": {key: value for key, value in vars(await self.scope.limits()).items()
                        if value is not None},
         })
+        await self.scope.state_keyframes()
         self._thread.start()
         # No await from here on: the next batch to arrive is the recording's first.
         self.ingest.next_batch = self.scope.last_batch_seq + 1

@@ -28,6 +28,10 @@ class Limits:
     flush_interval_ms: float | None = None
     batch_events: float | None = None
     min_sample_rate: float | None = None
+    max_state_bytes: float | None = None
+    max_state_memory_mb: float | None = None
+    state_keyframe_every: float | None = None
+    state_probe_timeout_ms: float | None = None
 
     @classmethod
     def names(cls) -> list[str]:

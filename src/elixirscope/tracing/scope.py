@@ -36,7 +36,8 @@ from elixirscope.tracing.limits import Limits
 
 Level = Literal["basic", "detailed", "full"]
 CAPTURES = ("args", "returns", "exceptions", "caller")
-INCLUDES = ("messages", "calls", "lifecycle")
+INCLUDES = ("messages", "calls", "lifecycle", "state")
+DEFAULT_INCLUDES = ("messages", "calls", "lifecycle")
 STOPPED = Atom("es_stopped")
 DOWN = Atom("DOWN")
 OK = Atom("ok")
@@ -151,16 +152,18 @@ class AsyncScope:
     async def trace(self, module: str | Atom, level: Level = "basic", *,
                     only: Iterable[str | tuple[str, int]] | None = None,
                     exclude: Iterable[str | tuple[str, int]] = (),
-                    sample_rate: float = 1.0, force: bool = False) -> int:
+                    sample_rate: float = 1.0, force: bool = False, state: bool = False) -> int:
         """Traces calls of a module's functions: ``basic`` calls with arguments,
         ``detailed`` also returns and exceptions, ``full`` also local functions and
-        the caller."""
+        the caller. With ``state`` (a GenServer or gen_statem callback module), every
+        state change of the processes that run it is recorded too."""
         if level not in ("basic", "detailed", "full"):
             raise ValueError("level is basic, detailed or full")
         spec = {
             "kind": Atom("module"), "module": module_atom(module), "level": Atom(level),
             "only": Atom("all") if only is None else _function_specs(only),
             "exclude": _function_specs(exclude), "rate": _rate(sample_rate), "force": force,
+            "state": state,
         }
         return await self._start(spec)
 
@@ -183,12 +186,15 @@ class AsyncScope:
         }
         return await self._start(spec)
 
-    async def trace_process(self, target: Pid | str, *, include: Sequence[str] = INCLUDES,
+    async def trace_process(self, target: Pid | str, *,
+                            include: Sequence[str] = DEFAULT_INCLUDES,
                             include_children: bool = False, duration: float | None = None,
                             sample_rate: float = 1.0, force: bool = False) -> int:
         """Traces one process (a pid, ``#PID<0.1.0>``, ``<0.1.0>`` or a registered
-        name): its messages, its calls, its lifecycle; with ``include_children`` the
-        processes it spawns too, each kept with probability ``sample_rate``."""
+        name): its messages, its calls, its lifecycle, and with ``"state"`` in
+        ``include`` the state changes of a GenServer, gen_statem or Agent; with
+        ``include_children`` the processes it spawns too, each kept with probability
+        ``sample_rate``."""
         unknown = set(include) - set(INCLUDES)
         if unknown:
             raise ValueError(f"include takes {', '.join(INCLUDES)}, not {', '.join(unknown)}")
@@ -232,6 +238,11 @@ class AsyncScope:
     async def flush(self) -> None:
         """Asks the agent to send what it has buffered now."""
         await self._request(Atom("flush"))
+
+    async def state_keyframes(self) -> None:
+        """Asks the agent to send every process's next state whole (a recording that
+        starts now then holds its base)."""
+        await self._request(Atom("state_keyframes"))
 
     async def reset_breaker(self) -> None:
         """After a trip: forgets the stopped traces so new ones can start."""
@@ -553,6 +564,10 @@ def _trace_error(reply: Any, node: str) -> ElixirScopeError:
                 _, module, function, arity = reason
                 return TraceError(f"{mfa_display(module, function, arity)} does not exist "
                                   f"on {node}")
+            if tag == "no_state_callbacks":
+                return TraceError(f"{module_display(reason[1])} is not a GenServer or "
+                                  "gen_statem callback module; trace its processes with "
+                                  "include=(\"state\",)")
             if tag == "no_process":
                 return TraceError(f"no process {inspect(reason[1])} on {node}")
             if tag == "traced_by_others":

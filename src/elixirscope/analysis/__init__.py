@@ -1,0 +1,26 @@
+"""Analysis queries on a finished recording, in the manner of Erlang Doctor's ``tr``:
+tracebacks across processes, call ranges, call statistics with own time, repeated call
+trees, value search, stepping and re-running a recorded call.
+
+Each query is a function of one module taking the ``Recording`` first; ``Recording``
+has a thin method for each (``rec.call_stats(...)`` and so on). They work set-based in
+the recording's DuckDB tables, so they scale to recordings of millions of events.
+"""
+
+from elixirscope.analysis.results import (
+    FunctionStats,
+    RangeNode,
+    RepeatedTree,
+    RerunResult,
+    Traceback,
+    TracebackLink,
+)
+
+__all__ = [
+    "FunctionStats",
+    "RangeNode",
+    "RepeatedTree",
+    "RerunResult",
+    "Traceback",
+    "TracebackLink",
+]

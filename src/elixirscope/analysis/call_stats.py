@@ -1,0 +1,87 @@
+"""``call_stats``: per function, how often it was called and where the time went.
+
+One SQL statement over ``spans``, each call joined with its caller (``parent_span_id``):
+own time is the calls' durations minus the durations of the traced calls made directly
+inside them; accumulated time adds up the calls' durations except those whose caller
+is the same function (a direct recursion counts once, from its outermost call; a
+recursion through other traced functions is added at each level); percentiles are
+``quantile_cont`` (interpolated).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from elixirscope.analysis.results import FunctionStats
+from elixirscope.recording import query
+
+if TYPE_CHECKING:
+    from elixirscope.recording.query import Recording
+    from elixirscope.recording.timespec import TimeSpec
+
+SORTS = ("acc", "own", "count", "mean", "p50", "p95", "p99", "max")
+
+_SQL = """
+WITH s AS (
+    SELECT s.span_id, s.mfa_id, s.duration_ns, s.parent_span_id
+    FROM spans s LEFT JOIN nodes n USING (node_id) {where}
+), up AS (
+    SELECT s.mfa_id, s.duration_ns, p.mfa_id AS parent_mfa,
+           p.duration_ns IS NOT NULL AS parent_closed
+    FROM s LEFT JOIN spans p ON p.span_id = s.parent_span_id
+), down AS ({children}
+), f AS (
+    SELECT mfa_id, count(duration_ns) AS count, count(*) - count(duration_ns) AS open,
+           coalesce(sum(duration_ns) FILTER (WHERE parent_mfa IS DISTINCT FROM mfa_id), 0)
+               AS acc,
+           coalesce(sum(duration_ns), 0) AS total,
+           min(duration_ns) AS min, avg(duration_ns) AS mean,
+           quantile_cont(duration_ns, [0.5, 0.95, 0.99]) AS q, max(duration_ns) AS max
+    FROM up GROUP BY mfa_id
+)
+SELECT mfa_id, count, open, acc, total - coalesce(down.child_ns, 0) AS own, min, mean,
+       q[1] AS p50, q[2] AS p95, q[3] AS p99, max
+FROM f LEFT JOIN down USING (mfa_id) ORDER BY {sort} DESC NULLS LAST, mfa_id{limit}
+"""
+# Time spent in callees, by the caller's function. Without filters every call is in
+# ``up`` with its caller; with them, the callees of the chosen calls are read apart.
+_ALL_CHILDREN = """
+    SELECT parent_mfa AS mfa_id, sum(duration_ns) AS child_ns FROM up
+    WHERE parent_closed AND duration_ns IS NOT NULL GROUP BY parent_mfa"""
+_CHOSEN_CHILDREN = """
+    SELECT p.mfa_id, sum(c.duration_ns) AS child_ns
+    FROM spans c JOIN s p ON p.span_id = c.parent_span_id
+    WHERE c.duration_ns IS NOT NULL AND p.duration_ns IS NOT NULL GROUP BY p.mfa_id"""
+
+
+def call_stats(rec: Recording, module: str | None = None, function: str | None = None,
+               pid: str | int | None = None, since: TimeSpec | None = None,
+               until: TimeSpec | None = None, sort: str = "acc",
+               limit: int | None = None) -> list[FunctionStats]:
+    """Per traced function: count, accumulated and own time, min/mean/p50/p95/p99/max
+    duration, largest ``sort`` first (acc, own, count, mean, p50, p95, p99 or max).
+    ``since``/``until`` keep the calls that started in the window."""
+    if sort not in SORTS:
+        raise query.QueryError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+    where = query._Where()
+    where.within("s.pid_id", rec._pid_ids(pid) if pid is not None else None)
+    where.within("s.mfa_id", rec._mfa_ids(module, function))
+    rec._time_range(where, query._SPAN_START, since, until, raw="s.start_ts")
+    children = _CHOSEN_CHILDREN if where.clauses else _ALL_CHILDREN
+    sql = _SQL.format(where=where.sql(), children=children, sort=sort,
+                      limit=query._limit(limit))
+    functions = rec._dims.functions
+    found = []
+    for mfa_id, count, open_, acc, own, low, mean, p50, p95, p99, high in rec.con.execute(
+            sql, where.params).fetchall():
+        module_name, function_name, arity = functions[mfa_id]
+        found.append(FunctionStats(
+            module=module_name, function=function_name, arity=arity, count=count,
+            open=open_, acc_time=acc / 1e9, own_time=own / 1e9, min=_seconds(low),
+            mean=_seconds(mean), p50=_seconds(p50), p95=_seconds(p95), p99=_seconds(p99),
+            max=_seconds(high)))
+    return found
+
+
+def _seconds(ns: float | None) -> float:
+    return 0.0 if ns is None else ns / 1e9

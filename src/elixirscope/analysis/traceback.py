@@ -1,0 +1,87 @@
+"""``traceback``: the calls and messages that led to an event, across processes.
+
+On the event's process: the traced call it happened in (for a return or exception,
+the call that ended) and every call around it, innermost first. Then the message that
+started the outermost of those calls (the span's trigger), whose send is the next
+link's event, on the sender's process, and so on until a process where no message
+started the calls: the origin. Outside any traced call the step back is the one
+``Recording.causes`` takes: a receive leads to its send, anything else to the last
+message its process received before it (or, if none, to its spawn: the origin).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from elixirscope.analysis.results import Traceback, TracebackLink
+from elixirscope.recording import query
+from elixirscope.recording.results import Event, Message, Span
+
+if TYPE_CHECKING:
+    from elixirscope.recording.query import Recording
+
+MAX_FRAMES = 1000
+
+
+def traceback(rec: Recording, event: Event | int, max_links: int = 50) -> Traceback:
+    """The traceback of ``event`` (an ``Event`` or its seq), at most ``max_links``
+    processes long."""
+    current = event if isinstance(event, Event) else rec.event(event)
+    links: list[TracebackLink] = []
+    seen = {current.seq}
+    while True:
+        stack = _stack(rec, current)
+        message, origin = _trigger(rec, current, stack)
+        links.append(TracebackLink(current, stack, message))
+        if message is None:
+            break
+        if message.send_seq is None:
+            origin = (f"message {_short(message.text)} to {_who(rec, current.pid_id)} "
+                      "came from a process whose sends were not recorded")
+            break
+        if message.send_seq in seen or len(links) >= max_links:
+            origin = f"stopped after {len(links)} processes"
+            break
+        seen.add(message.send_seq)
+        current = rec.event(message.send_seq)
+    return Traceback(tuple(links), origin)
+
+
+def _stack(rec: Recording, event: Event) -> tuple[Span, ...]:
+    frames: list[Span] = []
+    span_id = event.span_id
+    while span_id is not None and len(frames) < MAX_FRAMES:
+        span = rec._span_or_none(span_id)
+        if span is None:
+            break
+        frames.append(span)
+        span_id = span.parent_span_id
+    return tuple(frames)
+
+
+def _trigger(rec: Recording, event: Event,
+             stack: tuple[Span, ...]) -> tuple[Message | None, str]:
+    """The message that started the event's outermost traced call, and what to say if
+    there is none."""
+    who = _who(rec, event.pid_id)
+    if stack:
+        outer = stack[-1]
+        if outer.trigger_message_id is not None:
+            return rec._message(outer.trigger_message_id), ""
+        return None, f"{outer.mfa} on {who}, with no message received before it"
+    if event.kind == "receive" and event.message_id is not None:
+        return rec._message(event.message_id), ""
+    step = rec._before(event)
+    if step is not None and step.event.kind == "receive" and step.event.message_id:
+        return rec._message(step.event.message_id), ""
+    if step is not None:
+        return None, f"{who}, {step.relation}"
+    return None, f"{who}, outside any traced call, with no message received before"
+
+
+def _who(rec: Recording, pid_id: int) -> str:
+    return rec._dims.label(pid_id)
+
+
+def _short(text: str) -> str:
+    return query._short(text)

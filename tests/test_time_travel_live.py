@@ -1,0 +1,194 @@
+"""Time travel against real nodes, with the node itself as the oracle: the workload is
+paused at known moments, ``:sys.get_state/1`` is read over rpc, and the recording
+must say the same state at that moment."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import elixirscope
+from elixirscope.etf import Atom, Pid
+from elixirscope.recording.query import Recording
+from elixirscope.recording.state_diff import MISSING
+from elixirscope.sample_nodes import start_sample
+from tracing_support import erl
+
+pytestmark = pytest.mark.node
+
+ACCOUNTS = (1, 2, 3, 4, 5)
+
+
+@dataclass
+class Moment:
+    """What the node said at one paused moment: seconds from the recording's start
+    (filled in once the recording is open) and each process's state."""
+
+    wall_ns: int
+    states: dict[Pid, Any]
+
+
+@dataclass
+class Session:
+    path: Path
+    moments: list[Moment]
+    pids: dict[str, Pid]
+    crashed: Pid
+
+
+def account_pids(node: elixirscope.Node) -> dict[str, Pid]:
+    pids = {f"account{i}": erl(node, f"'Elixir.Bank.Account':whereis({i})") for i in ACCOUNTS}
+    for name in ("Elixir.Bank.Ledger", "Elixir.Bank.Transfer", "Elixir.Bank.Workload"):
+        pids[name] = erl(node, f"whereis('{name}')")
+    return pids
+
+
+def snapshot(node: elixirscope.Node, pids: list[Pid]) -> Moment:
+    """Pauses the workload, lets what is in flight finish, reads every state and the
+    node's clock, and resumes."""
+    erl(node, "'Elixir.Bank.Workload':pause()")
+    time.sleep(0.3)
+    states, now = erl(node, "{[sys:get_state(P) || P <- Pids], erlang:system_time(nanosecond)}",
+                      Pids=pids)
+    erl(node, "'Elixir.Bank.Workload':resume()")
+    return Moment(now, dict(zip(pids, states, strict=True)))
+
+
+@pytest.fixture(scope="module")
+def bank_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    path = tmp_path_factory.mktemp("tt") / "bank.duckdb"
+    with start_sample("bank", workload=True, name_prefix="tt_bank") as beam, \
+            elixirscope.attach(beam.name, beam.cookie) as scope:
+        pids = account_pids(scope.node)
+        scope.trace("Bank.Account", "basic", state=True)
+        scope.trace_process("Bank.Ledger", include=("state",))
+        scope.trace_process("Bank.Transfer", include=("state", "messages"))
+        # Account 1's messages are traced too, account 2's are not.
+        scope.trace_process(pids["account1"], include=("messages",))
+        recorder = scope.record(path)
+        watched = [pids[f"account{i}"] for i in ACCOUNTS] + [
+            pids["Elixir.Bank.Ledger"], pids["Elixir.Bank.Transfer"]]
+        moments = []
+        for _ in range(5):
+            time.sleep(0.4)
+            moments.append(snapshot(scope.node, watched))
+        crashed = pids["account3"]
+        erl(scope.node, "'Elixir.Bank.Faults':crash_next(3, arithmetic)")
+        time.sleep(1.0)
+        moments.append(snapshot(scope.node, watched[:2] + watched[3:]))
+        recorder.stop()
+    yield Session(path, moments, pids, crashed)
+
+
+@pytest.fixture(scope="module")
+def recording(bank_session: Session) -> Iterator[Recording]:
+    with elixirscope.open_recording(bank_session.path) as rec:
+        yield rec
+
+
+def at(recording: Recording, wall_ns: int) -> float:
+    return (wall_ns - recording._dims.start_wall_ns) / 1e9
+
+
+def pid_text(pid: Pid) -> str:
+    return f"<0.{pid.id}.{pid.serial}>"
+
+
+def test_state_at_matches_the_node_at_every_paused_moment(bank_session: Session,
+                                                          recording: Recording) -> None:
+    checked = 0
+    for moment in bank_session.moments:
+        t = at(recording, moment.wall_ns)
+        for pid, expected in moment.states.items():
+            assert recording.state_at(pid_text(pid), t) == expected, (pid, t)
+            checked += 1
+    assert checked >= 40
+    # Structs, nested maps, lists of tuples, binaries: the account is all of those.
+    account = recording.state_at(pid_text(bank_session.pids["account1"]),
+                                 at(recording, bank_session.moments[-1].wall_ns))
+    assert account[Atom("__struct__")] == Atom("Elixir.Bank.Account")
+    assert isinstance(account[Atom("limits")], dict) and isinstance(account[Atom("owner")], bytes)
+
+
+def test_history_has_callbacks_triggers_and_deltas(bank_session: Session,
+                                                   recording: Recording) -> None:
+    history = recording.state_history(pid_text(bank_session.pids["account2"]))
+    assert len(history) > 10
+    # Whole first: read at the start, or sent whole by the first callback.
+    assert history[0].kind == "whole" and history[0].known
+    callbacks = {item.callback for item in history}
+    assert {"handle_call", "handle_continue"} <= callbacks
+    deposit = next(item for item in history if item.callback == "handle_call"
+                   and any(change.path == (Atom("balance"),) for change in item.delta.changes))
+    # Account 2's messages are not traced: the trigger is the callback's call.
+    assert deposit.trigger is not None and deposit.trigger.kind == "call"
+    assert deposit.trigger.text.startswith(("[{:deposit,", "[{:withdraw,"))
+    assert deposit.kind in ("delta", "whole")
+    change = next(c for c in deposit.delta.changes if c.path == (Atom("balance"),))
+    assert change.old != change.new and change.new == deposit.state[Atom("balance")]
+    # Each state is the one before with the delta applied.
+    for before, after in itertools.pairwise(history):
+        if after.kind == "delta" and before.known:
+            assert after.state != before.state or not after.delta
+    ledger = recording.state_history("Bank.Ledger")
+    assert ledger[0].kind == "whole" and isinstance(ledger[-1].state, list)
+    assert any(item.callback == "handle_call" and item.delta for item in ledger)
+
+
+def test_a_crashed_account_keeps_its_history_to_the_exit(bank_session: Session,
+                                                        recording: Recording) -> None:
+    history = recording.state_history(pid_text(bank_session.crashed))
+    terminate = [item for item in history if item.callback == "terminate"]
+    assert len(terminate) == 1
+    assert "ArithmeticError" in elixirscope.inspect(terminate[0].reason)
+    assert terminate[0].known and terminate[0].state[Atom("id")] == 3
+    assert history[-1] is terminate[0] or history[-1].callback == "exit"
+
+
+def test_replay_diff_and_field_history(bank_session: Session, recording: Recording) -> None:
+    pid = pid_text(bank_session.pids["account1"])
+    first, last = (at(recording, m.wall_ns) for m in (bank_session.moments[0],
+                                                      bank_session.moments[-1]))
+    replay = recording.replay_to(pid, last)
+    assert replay.state == recording.state_at(pid, last)
+    assert replay.transition.time <= last
+    if replay.transition.span_id is not None:
+        relations = [step.relation for step in replay.causes]
+        assert relations[0].startswith("made by Bank.Account.")
+        assert any(relation.startswith("triggered by message {:\"$gen_call\"")
+                   for relation in relations)
+    diff = recording.diff(pid, first, last)
+    old, new = recording.state_at(pid, first), recording.state_at(pid, last)
+    balance = [c for c in diff.changes if c.path == (Atom("balance"),)]
+    if old[Atom("balance")] != new[Atom("balance")]:
+        assert balance and balance[0].old == old[Atom("balance")]
+        assert f"[:balance]: {old[Atom('balance')]} -> {new[Atom('balance')]}" in str(diff)
+    changes = recording.field_history(pid, [Atom("balance")])
+    assert changes[0].old is MISSING
+    for a, b in itertools.pairwise(changes):
+        assert a.new == b.old and a.new != b.new
+        assert b.transition.callback == "handle_call"
+        trigger = b.transition.trigger
+        assert trigger is not None and trigger.kind == "receive"
+        assert trigger.text.startswith('{:"$gen_call"')
+    final = [c for c in changes if c.time <= last][-1]
+    assert final.new == new[Atom("balance")]
+
+
+def test_unknown_process_or_moment_is_one_sentence(bank_session: Session,
+                                                  recording: Recording) -> None:
+    stateful = {f"#PID{pid_text(pid)}" for pid in bank_session.pids.values()}
+    stateless = next(process.pid for process in recording.processes()
+                     if process.pid not in stateful)
+    with pytest.raises(elixirscope.QueryError, match="no state of"):
+        recording.state_history(stateless)
+    with pytest.raises(elixirscope.QueryError, match=r"no process named Bank\.Nothing"):
+        recording.state_history("Bank.Nothing")
+    with pytest.raises(elixirscope.QueryError, match="at or before"):
+        recording.state_at("Bank.Ledger", -5)
