@@ -192,3 +192,45 @@ def test_unknown_process_or_moment_is_one_sentence(bank_session: Session,
         recording.state_history("Bank.Nothing")
     with pytest.raises(elixirscope.QueryError, match="at or before"):
         recording.state_at("Bank.Ledger", -5)
+
+
+def test_gen_statem_in_both_callback_modes(tmp_path: Path) -> None:
+    """kv_lock runs in state_functions mode, kv_conn in handle_event_function mode
+    with state enter calls; the state is {State, Data}, as :sys.get_state/1 gives it."""
+    path = tmp_path / "kv.duckdb"
+    steps = ["kv_lock:unlock(\"0000\")", "kv_lock:unlock(\"1234\")", "kv_lock:lock()",
+             "kv_conn:connect()", "kv_conn:fail()", "kv_conn:disconnect()",
+             "kv_lock:unlock(\"1\"), kv_lock:unlock(\"2\"), kv_lock:unlock(\"3\")"]
+    moments: list[Moment] = []
+    with start_sample("kv", workload=False, name_prefix="tt_kv") as beam, \
+            elixirscope.attach(beam.name, beam.cookie) as scope:
+        pids = [erl(scope.node, "whereis(kv_lock)"), erl(scope.node, "whereis(kv_conn)")]
+        scope.trace("kv_lock", "basic", state=True)
+        scope.trace("kv_conn", "basic", state=True)
+        recorder = scope.record(path)
+        time.sleep(0.3)
+        for step in steps:
+            erl(scope.node, step)
+            time.sleep(0.2)
+            states, now = erl(scope.node, "{[sys:get_state(P) || P <- Pids], "
+                                          "erlang:system_time(nanosecond)}", Pids=pids)
+            moments.append(Moment(now, dict(zip(pids, states, strict=True))))
+        recorder.stop()
+    with elixirscope.open_recording(path) as rec:
+        for moment in moments:
+            t = at(rec, moment.wall_ns)
+            for pid, expected in moment.states.items():
+                assert rec.state_at(pid_text(pid), t) == expected
+        lock = rec.state_history("kv_lock")
+        # Idle when recording began: the first state was read with :sys.get_state/2.
+        assert lock[0].callback == "initial" and lock[0].state[0] == Atom("locked")
+        assert {"locked", "open"} <= {item.callback for item in lock}
+        names = [item.state[0] for item in lock if item.known]
+        assert Atom("open") in names and Atom("blocked") in names
+        wrong = next(item for item in lock if item.callback == "locked" and item.delta)
+        assert [str(change) for change in wrong.delta.changes] == ["~ [1, :attempts]: 0 -> 1"]
+        conn = rec.state_history("kv_conn")
+        assert conn[0].callback == "initial"
+        assert {item.state[0] for item in conn if item.known} >= {
+            Atom("disconnected"), Atom("connecting"), Atom("connected")}
+        assert all(item.callback in ("initial", "handle_event") for item in conn)

@@ -37,6 +37,8 @@
 
 -export([start/2, request/2, request/3, capabilities/0, conflicts/1]).
 -export([relay_init/3, watcher_init/4]).
+%% For tests: the delta the agent sends from one state to the next.
+-export([diff/2]).
 
 %% Record kinds in a batch (the Python side has the same table).
 -record(st, {
