@@ -1259,7 +1259,8 @@ handle_request(flush, St) ->
 handle_request(state_keyframes, St) ->
     %% A recording that starts now gets whole states first, read anew where no
     %% callback runs soon.
-    {ok, maps:fold(fun probe_states/3, forget_states(St), St#st.traces)};
+    %% What is buffered goes first, before the reply: it belongs before the recording.
+    {ok, maps:fold(fun probe_states/3, forget_states(flush(St)), St#st.traces)};
 handle_request(shutdown, St) ->
     St1 = remove_all(flush(St)),
     self() ! {'DOWN', St1#st.owner_mon, process, St1#st.owner, shutdown},

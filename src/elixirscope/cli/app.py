@@ -19,6 +19,7 @@ from elixirscope.cli import (
     output,
     record_command,
     recording_commands,
+    state_commands,
 )
 from elixirscope.errors import ElixirScopeError
 from elixirscope.version import __version__
@@ -32,7 +33,7 @@ def cli(debug: bool) -> None:
 
 
 for _commands in (demo_command, node_commands, record_command, recording_commands,
-                  export_command):
+                  export_command, state_commands):
     _commands.register(cli)
 analysis_commands.register(cli)
 

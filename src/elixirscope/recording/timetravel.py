@@ -319,8 +319,6 @@ class TimeTravel:
                 return delta_changes(MISSING if before is UNKNOWN else before, record.value)
             if record.whole and before is not UNKNOWN:
                 return diff_terms(before, record.value)
-            if record.whole:
-                return diff_terms(MISSING, record.value)
             return StateDiff(())
 
         def trigger() -> Event | None:
