@@ -20,6 +20,7 @@ from elixirscope.cli import (
     record_command,
     recording_commands,
     state_commands,
+    ui_command,
 )
 from elixirscope.errors import ElixirScopeError
 from elixirscope.version import __version__
@@ -33,7 +34,7 @@ def cli(debug: bool) -> None:
 
 
 for _commands in (demo_command, node_commands, record_command, recording_commands,
-                  export_command, state_commands):
+                  export_command, state_commands, ui_command):
     _commands.register(cli)
 analysis_commands.register(cli)
 

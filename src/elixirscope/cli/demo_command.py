@@ -11,11 +11,20 @@ from elixirscope.cli import output
 from elixirscope.cli.options import json_option
 from elixirscope.cli.record_command import default_path, record_for, stats_line
 from elixirscope.cli.summary_view import print_summary, summary_json
+from elixirscope.cli.ui_command import (
+    UIOptions,
+    announce,
+    check_port,
+    serve_forever,
+    start_server,
+    ui_options,
+)
 from elixirscope.dist.node import Node
 from elixirscope.etf import Atom, Pid
 from elixirscope.recording.query import open_recording
 from elixirscope.sample_nodes import start_sample
 from elixirscope.tracing.scope import Scope, attach
+from elixirscope.web.model import View
 
 # Traced at "detailed" (calls, returns, exceptions).
 MODULES = ("Bank.Account", "Bank.Transfer", "Bank.Auditor", "Bank.Ledger", "Bank.Faults")
@@ -28,13 +37,20 @@ PROCESSES = ("Bank.Transfer", "Bank.Auditor", "Bank.Ledger", "Bank.Workload")
               help="Seconds to record (the fault script takes about 11).")
 @click.option("-o", "--output", "path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="The recording file (default: a new file here).")
+@click.option("--no-ui", is_flag=True, help="Do not serve the web UI of the recording at "
+              "the end (--json never does).")
+@ui_options
 @json_option("The summary as one JSON document.")
-def demo(duration: float, path: Path | None, as_json: bool) -> None:
+def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
+         no_token: bool, as_json: bool) -> None:
     """Starts the sample bank app on a fresh node, records it for DURATION seconds while
     a workload runs with an account crash, a slow path and a message flood, then
     summarises the recording: processes, busiest functions, slowest spans, messages,
     the crash and its causal chain, and what was dropped."""
     target = path or default_path("elixirscope-demo")
+    options = None if no_ui or as_json else UIOptions(host, port, not no_token)
+    if options is not None:
+        check_port(options)
     output.err.print("starting the sample bank app on a fresh node ...")
     with start_sample("bank", name_prefix="bank_demo") as beam, \
             attach(beam.name, beam.cookie) as scope:
@@ -49,6 +65,10 @@ def demo(duration: float, path: Path | None, as_json: bool) -> None:
         output.err.print(stats_line(stats))
         print_summary(recording)
     output.out.print(f"\nrecording: {target}  (try: elixirscope spans {target} --slowest 10)")
+    if options is not None:
+        server = start_server(View.finished(target), options)
+        announce(server, "\nwatch it in the UI")
+        serve_forever(server)
 
 
 def _trace_bank(scope: Scope) -> None:

@@ -16,10 +16,20 @@ from rich.text import Text
 from elixirscope.beam_names import parse_mfa_text
 from elixirscope.cli import output
 from elixirscope.cli.options import json_option, node_options
+from elixirscope.cli.ui_command import (
+    UIOptions,
+    announce,
+    check_port,
+    serve_forever,
+    start_server,
+    ui_options,
+)
 from elixirscope.dist.node import connect
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
 from elixirscope.tracing.scope import Scope, attach
+from elixirscope.web.app import UIServer
+from elixirscope.web.model import View
 
 _LIMIT_OPTIONS = {
     "max_events_per_second": "Events per second the agent keeps before sampling, then "
@@ -61,13 +71,18 @@ def limit_options(command: Any) -> Any:
 @click.option("--capacity", type=int, default=1 << 20, show_default=True,
               help="Events the ring buffer holds (a power of two).")
 @limit_options
+@click.option("--ui", "with_ui", is_flag=True,
+              help="Serve the web UI while recording (live), and after, until Ctrl-C.")
+@ui_options
 @json_option("The final statistics as one JSON line.")
 def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, ...],
            level: str, functions: tuple[str, ...], processes: tuple[str, ...],
            children: bool, duration: float | None, path: Path | None, overflow: str,
-           capacity: int, as_json: bool, **limits: float | None) -> None:
+           capacity: int, with_ui: bool, host: str, port: int, no_token: bool,
+           as_json: bool, **limits: float | None) -> None:
     """Records what NODE does to a file: the calls of the modules and functions named,
-    and the messages and lifecycle of the processes named. Ctrl-C stops cleanly."""
+    and the messages and lifecycle of the processes named. Ctrl-C stops cleanly; with
+    --ui the recording is shown live in the browser at the printed URL."""
     if not (modules or functions or processes):
         raise click.UsageError("name something to trace: --trace MODULE, "
                                "--trace-function M.F/A or --trace-process PID")
@@ -75,6 +90,9 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         raise click.BadParameter(f"{capacity} is not a power of two", param_hint="--capacity")
     parsed = [parse_mfa_text(text) for text in functions]
     target = path or default_path(node)
+    live = LiveUI(UIOptions(host, port, not no_token)) if with_ui else None
+    if live is not None:
+        check_port(live.options)
     with connect(node, cookie, own_name=name) as conn, \
             attach(conn, None, **{k: v for k, v in limits.items() if v is not None}) as scope:
         for degraded in scope.capabilities.degraded:
@@ -89,21 +107,54 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         output.err.print(f"recording {conn.name} to {target}"
                          + ("" if duration else "; Ctrl-C to stop"))
         stats = record_for(scope, target, duration, overflow=overflow, capacity=capacity,
-                           live=not as_json)
+                           live=not as_json, ui=live)
     if as_json:
         output.json_line(stats_dict(stats) | {"path": str(target)})
     else:
         output.err.print(stats_line(stats))
         output.out.print(f"recording: {target}")
+    if live is not None and live.server is not None:
+        output.err.print(f"the recording is finished; the UI now shows it whole: "
+                         f"{live.server.url}")
+        serve_forever(live.server)
+
+
+class LiveUI:
+    """The web UI of a recording while it is written (``record --ui``): it reads
+    through cursors of the recorder's own connection, stops reading before the
+    recorder closes the file, then shows the finished recording."""
+
+    def __init__(self, options: UIOptions) -> None:
+        self.options = options
+        self.server: UIServer | None = None
+
+    def attach(self, recorder: Recorder) -> None:
+        self.server = start_server(View.of_recorder(recorder), self.options)
+        announce(self.server, "live UI")
+
+    def finishing(self) -> None:
+        if self.server is not None:
+            self.server.session.begin_finishing()
+
+    def finished(self, path: Path) -> None:
+        if self.server is not None:
+            self.server.session.replace(View.finished(path))
 
 
 def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: str = "block",
                capacity: int = 1 << 20, live: bool = True,
-               before: Callable[[Scope], None] | None = None) -> RecorderStats:
+               before: Callable[[Scope], None] | None = None,
+               ui: LiveUI | None = None) -> RecorderStats:
     """Records until ``duration`` passes, Ctrl-C or the connection drops, with a live
     progress line; then finishes the file and returns the final counts. ``before``
-    runs once the recorder is taking events."""
+    runs once the recorder is taking events; ``ui`` shows the recording live."""
     recorder = scope.record(path, overflow=overflow, capacity=capacity)
+    if ui is not None:
+        try:
+            ui.attach(recorder)
+        except BaseException:
+            _stop(recorder)
+            raise
     if before is not None:
         before(scope)
     deadline = None if duration is None else time.monotonic() + duration
@@ -122,7 +173,12 @@ def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: st
         output.err.print(f"the connection to {scope.node.name} was lost; the recording "
                          "keeps everything that arrived")
     output.err.print("finishing the recording: correlating calls, spans and messages ...")
-    return _stop(recorder)
+    if ui is not None:
+        ui.finishing()
+    stats = _stop(recorder)
+    if ui is not None:
+        ui.finished(path)
+    return stats
 
 
 def _stop(recorder: Recorder) -> RecorderStats:
