@@ -26,18 +26,30 @@ ARITY = 1
 
 
 @functools.cache
-def workload_beam() -> bytes:
-    """The workload compiled by the local ``erlc`` (the same OTP as the nodes)."""
+def compiled(source: Path) -> bytes:
+    """An Erlang module compiled by the local ``erlc`` (the same OTP as the nodes)."""
     with tempfile.TemporaryDirectory(prefix="es-bench-") as out:
-        done = subprocess.run(["erlc", "-o", out, str(SOURCE)], capture_output=True,
+        done = subprocess.run(["erlc", "-o", out, str(source)], capture_output=True,
                               text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"erlc failed on {SOURCE.name}:\n{done.stdout}{done.stderr}")
-        return (Path(out) / f"{MODULE}.beam").read_bytes()
+            raise RuntimeError(f"erlc failed on {source.name}:\n{done.stdout}{done.stderr}")
+        return (Path(out) / f"{source.stem}.beam").read_bytes()
+
+
+def workload_beam() -> bytes:
+    return compiled(SOURCE)
+
+
+def load_module(node: Node, source: Path) -> None:
+    """Loads a benchmark module (``benchmarks/NAME.erl``) on the node."""
+    # The file name is a charlist: OTP 25's code:load_binary/3 takes no binary there.
+    reply = node.rpc("code", "load_binary",
+                     [Atom(source.stem), [ord(char) for char in str(source)], compiled(source)])
+    if reply != (Atom("module"), Atom(source.stem)):
+        raise RuntimeError(f"loading {source.stem} failed: {inspect(reply)}")
 
 
 def _load_args() -> list[Any]:
-    # The file name is a charlist: OTP 25's code:load_binary/3 takes no binary there.
     return [WORKLOAD, [ord(char) for char in str(SOURCE)], workload_beam()]
 
 

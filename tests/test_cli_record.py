@@ -43,6 +43,24 @@ def test_record_for_a_duration_writes_a_finished_recording(bank_node: BeamNode,
         assert recording.events(pid="Bank.Auditor", kind="receive")
 
 
+def test_record_with_state_captures_genservers_and_agents(bank_node: BeamNode,
+                                                          tmp_path: Path) -> None:
+    path = tmp_path / "state.duckdb"
+    result = subprocess.run(
+        command(bank_node, "--state", "--trace", "Bank.Account", "--trace", "Bank.Ledger",
+                "--trace-process", "Bank.Ledger", "--duration", "2", "-o", str(path),
+                "--json"),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "note: Bank.Ledger is not a GenServer or gen_statem callback module" in result.stderr
+    with open_recording(path) as recording:
+        ledger = recording.state_history("Bank.Ledger")
+        assert ledger and isinstance(ledger[-1].state, list)
+        accounts = {event.pid for event in recording.events(kind="state", limit=None)
+                    if event.module == "Bank.Account"}
+        assert len(accounts) >= 3
+
+
 def test_ctrl_c_stops_cleanly_and_keeps_the_recording(bank_node: BeamNode,
                                                       tmp_path: Path) -> None:
     path = tmp_path / "interrupted.duckdb"

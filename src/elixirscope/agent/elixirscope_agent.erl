@@ -63,7 +63,8 @@
     flush_timer = undefined,
     stop_notice = undefined,
     kept_base = 0,
-    %% State capture: Mfa => {Role, any | [Pid]}; Pid => {N, Since, Last, Bytes} or
+    %% State capture: Mfa => {Role, any | [Pid]}; Pid => {N, {Changes, DeltaBytes}, Last,
+    %% Bytes} (since the last whole state; Bytes is its size) or
     %% {N, unknown}; Pid => [old state of each open callback].
     state_roles = #{},
     states = #{}, state_bytes = 0,
@@ -657,7 +658,8 @@ cancel_flush(St = #st{flush_timer = {T, _}}) ->
 %% The state callbacks of gen_server and gen_statem callback modules (Elixir's Agent
 %% runs Agent.Server's) are traced with their returns. A callback's call pushes the
 %% old state it was given; its return gives the new state, sent as a state record:
-%%   {N, {key, State}}         whole (flag 16), every state_keyframe_every changes,
+%%   {N, {key, State}}         whole (flag 16), every state_keyframe_every changes
+%%                             (for large states: when the deltas add up to half),
 %%                             when no earlier state is kept, or when a delta is
 %%                             not smaller
 %%   {N, {delta, Delta}}       against state N - 1 of the same process
@@ -902,14 +904,19 @@ emit_state(Pid, Ts, Mfa, New, Refs, St = #st{states = States, limits = L}) ->
         {N, Since, Last, Bytes} when Last =:= New ->
             state_record(Pid, Ts, Mfa, 0, {N + 1, same}, Refs,
                          St#st{states = States#{Pid := {N + 1, Since, Last, Bytes}}});
-        {N, Since, Last, Bytes} ->
-            case Since < map_get(state_keyframe_every, L) of
+        {N, {Changes, Acc}, Last, Bytes} ->
+            %% Whole again after state_keyframe_every changes; but a large state whose
+            %% deltas are small goes whole only once they add up to half its size (or
+            %% after 16 times as many changes), so it costs about twice its deltas.
+            Every = map_get(state_keyframe_every, L),
+            case Changes < Every orelse (Acc * 2 < Bytes andalso Changes < 16 * Every) of
                 true ->
                     Delta = diff(Last, New),
                     Size = erlang:external_size(Delta),
                     case Size < 64 orelse Size < erlang:external_size(New) of
                         true ->
-                            St1 = keep_state(Pid, {N + 1, Since + 1, New, Bytes + Size}, St),
+                            St1 = keep_state(Pid, {N + 1, {Changes + 1, Acc + Size}, New,
+                                                   Bytes}, St),
                             state_record(Pid, Ts, Mfa, 0, {N + 1, {delta, Delta}}, Refs, St1);
                         false -> keyframe(Pid, Ts, Mfa, N + 1, key, New, Refs, St)
                     end;
@@ -923,7 +930,7 @@ keyframe(Pid, Ts, Mfa, N, Tag, State, Refs, St) ->
     Size = erlang:external_size(State),
     case Size =< map_get(max_state_bytes, St#st.limits) of
         true ->
-            St1 = keep_state(Pid, {N, 0, State, Size}, St),
+            St1 = keep_state(Pid, {N, {0, 0}, State, Size}, St),
             state_record(Pid, Ts, Mfa, 16, {N, {Tag, State}}, Refs, St1);
         false ->
             St1 = keep_state(Pid, {N, unknown}, St),

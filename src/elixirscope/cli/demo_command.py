@@ -28,7 +28,10 @@ from elixirscope.web.model import View
 
 # Traced at "detailed" (calls, returns, exceptions).
 MODULES = ("Bank.Account", "Bank.Transfer", "Bank.Auditor", "Bank.Ledger", "Bank.Faults")
-# Named processes whose messages and lifecycle are traced.
+# GenServer callback modules whose processes' states are recorded (Bank.Ledger is an
+# Agent: its state comes with its process trace).
+STATEFUL = ("Bank.Account", "Bank.Transfer", "Bank.Auditor", "Bank.Faults")
+# Named processes whose messages, lifecycle and state are traced.
 PROCESSES = ("Bank.Transfer", "Bank.Auditor", "Bank.Ledger", "Bank.Workload")
 
 
@@ -73,9 +76,9 @@ def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
 
 def _trace_bank(scope: Scope) -> None:
     for module in MODULES:
-        scope.trace(module, "detailed")
+        scope.trace(module, "detailed", state=module in STATEFUL)
     for name in PROCESSES:
-        scope.trace_process(name, include=["messages", "lifecycle"])
+        scope.trace_process(name, include=["messages", "lifecycle", "state"])
     # Accounts are started under a supervisor: their restarts inherit its flags.
     scope.trace_process("Bank.AccountSupervisor", include=["lifecycle"],
                         include_children=True)

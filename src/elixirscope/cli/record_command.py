@@ -27,7 +27,7 @@ from elixirscope.cli.ui_command import (
 from elixirscope.dist.node import connect
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
-from elixirscope.tracing.scope import Scope, attach
+from elixirscope.tracing.scope import DEFAULT_INCLUDES, NoStateCallbacks, Scope, attach
 from elixirscope.web.app import UIServer
 from elixirscope.web.model import View
 
@@ -61,6 +61,9 @@ def limit_options(command: Any) -> Any:
 @click.option("--trace-process", "processes", multiple=True, metavar="PID|NAME",
               help="Trace a process's messages, calls and lifecycle (repeatable).")
 @click.option("--children", is_flag=True, help="With --trace-process: its children too.")
+@click.option("--state", "with_state", is_flag=True,
+              help="Also record every state change of the traced GenServers, gen_statems "
+                   "and Agents (for elixirscope state/history).")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None,
               help="Seconds to record (default: until Ctrl-C).")
 @click.option("-o", "--output", "path", type=click.Path(dir_okay=False, path_type=Path),
@@ -77,8 +80,8 @@ def limit_options(command: Any) -> Any:
 @json_option("The final statistics as one JSON line.")
 def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, ...],
            level: str, functions: tuple[str, ...], processes: tuple[str, ...],
-           children: bool, duration: float | None, path: Path | None, overflow: str,
-           capacity: int, with_ui: bool, host: str, port: int, no_token: bool,
+           children: bool, with_state: bool, duration: float | None, path: Path | None,
+           overflow: str, capacity: int, with_ui: bool, host: str, port: int, no_token: bool,
            as_json: bool, **limits: float | None) -> None:
     """Records what NODE does to a file: the calls of the modules and functions named,
     and the messages and lifecycle of the processes named. Ctrl-C stops cleanly; with
@@ -99,11 +102,12 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
             if "you set" in degraded:
                 output.err.print(f"note: {degraded}")
         for module in modules:
-            scope.trace(module, level)  # type: ignore[arg-type]
+            trace_module(scope, module, level, state=with_state)
         for module, function, arity in parsed:
             scope.trace_function(module, function, arity)
         for process in processes:
-            scope.trace_process(process, include_children=children)
+            scope.trace_process(process, include_children=children,
+                                include=[*DEFAULT_INCLUDES, *(["state"] if with_state else [])])
         output.err.print(f"recording {conn.name} to {target}"
                          + ("" if duration else "; Ctrl-C to stop"))
         stats = record_for(scope, target, duration, overflow=overflow, capacity=capacity,
@@ -139,6 +143,18 @@ class LiveUI:
     def finished(self, path: Path) -> None:
         if self.server is not None:
             self.server.session.replace(View.finished(path))
+
+
+def trace_module(scope: Scope, module: str, level: str, *, state: bool) -> None:
+    """Traces a module; with ``state``, its processes' state changes too where it is
+    a GenServer or gen_statem callback module (a note says where it is not)."""
+    if state:
+        try:
+            scope.trace(module, level, state=True)  # type: ignore[arg-type]
+            return
+        except NoStateCallbacks as exc:
+            output.err.print(f"note: {exc}; its calls are traced without state")
+    scope.trace(module, level)  # type: ignore[arg-type]
 
 
 def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: str = "block",

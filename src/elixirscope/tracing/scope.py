@@ -66,6 +66,11 @@ class TraceError(ElixirScopeError):
     """A trace could not start: unknown module, function or process, or another tracer."""
 
 
+class NoStateCallbacks(TraceError):
+    """State capture was asked of a module that is not a GenServer or gen_statem
+    callback module."""
+
+
 class TraceStopped(ElixirScopeError):
     """The agent's circuit breaker removed all tracing; ``reason`` names the limit."""
 
@@ -565,7 +570,7 @@ def _trace_error(reply: Any, node: str) -> ElixirScopeError:
                 return TraceError(f"{mfa_display(module, function, arity)} does not exist "
                                   f"on {node}")
             if tag == "no_state_callbacks":
-                return TraceError(f"{module_display(reason[1])} is not a GenServer or "
+                return NoStateCallbacks(f"{module_display(reason[1])} is not a GenServer or "
                                   "gen_statem callback module; trace its processes with "
                                   "include=(\"state\",)")
             if tag == "no_process":
