@@ -201,6 +201,7 @@ class TimeTravel:
     def __init__(self, recording: Recording) -> None:
         self.recording = recording
         self._timelines: dict[int, StateTimeline] = {}
+        self._pids: dict[str | int, list[int]] = {}
 
     def timeline(self, pid_id: int) -> StateTimeline:
         if pid_id not in self._timelines:
@@ -211,6 +212,11 @@ class TimeTravel:
 
     def pid_ids(self, spec: str | int) -> list[int]:
         """The processes ``spec`` names that have recorded states, oldest first."""
+        if spec not in self._pids:
+            self._pids[spec] = self._find_pid_ids(spec)
+        return self._pids[spec]
+
+    def _find_pid_ids(self, spec: str | int) -> list[int]:
         ids = self.recording._pid_ids(spec)
         marks = ",".join("?" * len(ids))
         rows = self.recording.con.execute(
