@@ -3,11 +3,9 @@ built from batches: tables, JSON lines, and one-sentence errors with exit codes.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from elixirscope.cli.app import main
+from cli_support import json_rows, run
 from test_analysis_queries import build_repeats
 from test_recording_queries import build_bank
 
@@ -24,20 +22,6 @@ def repeats(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("cli") / "repeats.duckdb"
     build_repeats(path)
     return str(path)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    captured = capsys.readouterr()
-    code = exited.value.code
-    return code if isinstance(code, int) else 1, captured.out, captured.err
-
-
-def json_rows(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, object]]:
-    code, out, err = run(capsys, *args, "--json")
-    assert code == 0, err
-    return [json.loads(line) for line in out.splitlines()]
 
 
 def error_line(result: tuple[int, str, str], code: int = 1) -> str:

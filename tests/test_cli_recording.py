@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.cells import cell_len
 
-from elixirscope.cli.app import main
+from cli_support import json_rows, run
 from test_recording_queries import build_bank
 
 
@@ -19,20 +19,6 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("cli") / "bank.duckdb"
     build_bank(path)
     return str(path)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    captured = capsys.readouterr()
-    code = exited.value.code
-    return code if isinstance(code, int) else 1, captured.out, captured.err
-
-
-def json_rows(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, object]]:
-    code, out, err = run(capsys, *args, "--json")
-    assert code == 0, err
-    return [json.loads(line) for line in out.splitlines()]
 
 
 def seqs(capsys: pytest.CaptureFixture[str], *args: str) -> list[object]:

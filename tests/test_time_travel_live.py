@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import elixirscope
-from elixirscope.cli.app import main
+from cli_support import run
 from elixirscope.etf import Atom, Pid
 from elixirscope.recording.query import Recording
 from elixirscope.recording.state_diff import MISSING
@@ -238,40 +238,32 @@ def test_gen_statem_in_both_callback_modes(tmp_path: Path) -> None:
         assert all(item.callback in ("initial", "handle_event") for item in conn)
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    captured = capsys.readouterr()
-    code = exited.value.code
-    return code if isinstance(code, int) else 1, captured.out, captured.err
-
-
 def test_history_and_state_commands(bank_session: Session, recording: Recording,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     rec = str(bank_session.path)
     pid = pid_text(bank_session.pids["account1"])
     last = at(recording, bank_session.moments[-1].wall_ns)
-    code, out, err = run_cli(capsys, "history", rec, "Bank.Transfer", "--json")
+    code, out, err = run(capsys, "history", rec, "Bank.Transfer", "--json")
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == len(recording.state_history("Bank.Transfer"))
     assert rows[1]["callback"] == "handle_call" and rows[1]["delta"]
-    code, out, err = run_cli(capsys, "state", rec, pid, "--at", f"{last}", "--json")
+    code, out, err = run(capsys, "state", rec, pid, "--at", f"{last}", "--json")
     assert code == 0, err
     assert json.loads(out)["state"] == elixirscope.inspect(
         recording.state_at(pid, last), limit=None, printable_limit=None)
-    code, out, _ = run_cli(capsys, "state", rec, pid, "--field", "[:balance]", "--json")
+    code, out, _ = run(capsys, "state", rec, pid, "--field", "[:balance]", "--json")
     assert code == 0 and [json.loads(line)["new"] for line in out.splitlines()] == [
         elixirscope.inspect(change.new) for change in recording.field_history(
             pid, [Atom("balance")])]
     first = at(recording, bank_session.moments[0].wall_ns)
-    code, out, _ = run_cli(capsys, "state", rec, pid, "--diff", f"{first}", f"{last}")
+    code, out, _ = run(capsys, "state", rec, pid, "--diff", f"{first}", f"{last}")
     assert code == 0 and out.strip() == str(recording.diff(pid, first, last))
-    code, out, _ = run_cli(capsys, "state", rec, pid, "--at", f"{last}", "--why")
+    code, out, _ = run(capsys, "state", rec, pid, "--at", f"{last}", "--why")
     assert code == 0 and "<- made by Bank.Account." in out
-    code, _, err = run_cli(capsys, "state", rec, pid)
+    code, _, err = run(capsys, "state", rec, pid)
     assert code == 2 and "exactly one of --at, --diff and --field" in err
-    code, _, err = run_cli(capsys, "state", rec, "Bank.Nobody", "--at", "1")
+    code, _, err = run(capsys, "state", rec, "Bank.Nobody", "--at", "1")
     assert code == 1 and err.strip() == f"error: there is no process named Bank.Nobody in {rec}"
-    code, _, err = run_cli(capsys, "state", rec, pid, "--field", "[:a,")
+    code, _, err = run(capsys, "state", rec, pid, "--field", "[:a,")
     assert code == 2 and "--field" in err
