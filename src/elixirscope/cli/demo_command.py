@@ -67,7 +67,9 @@ def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
             return
         output.err.print(stats_line(stats))
         print_summary(recording)
-    output.out.print(f"\nrecording: {target}  (try: elixirscope spans {target} --slowest 10)")
+    output.out.print(f"\nrecording: {target}\n  try: elixirscope spans {target} --slowest 10"
+                     f"\n       elixirscope history {target} Bank.Transfer"
+                     f"\n       elixirscope stats {target}")
     if options is not None:
         server = start_server(View.finished(target), options)
         announce(server, "\nwatch it in the UI")
