@@ -661,7 +661,7 @@ cancel_flush(St = #st{flush_timer = {T, _}}) ->
 %%   {N, {key, State}}         whole (flag 16), every state_keyframe_every changes
 %%                             (for large states: when the deltas add up to half),
 %%                             when no earlier state is kept, or when a delta is
-%%                             not smaller
+%%                             not smaller than the last whole state
 %%   {N, {delta, Delta}}       against state N - 1 of the same process
 %%   {N, same}                 the callback left the state as it was
 %%   {N, {initial, State}}     read with sys:get_state/2 when the trace started (16)
@@ -913,7 +913,9 @@ emit_state(Pid, Ts, Mfa, New, Refs, St = #st{states = States, limits = L}) ->
                 true ->
                     Delta = diff(Last, New),
                     Size = erlang:external_size(Delta),
-                    case Size < 64 orelse Size < erlang:external_size(New) of
+                    %% Measured against the last whole state: sizing New itself would
+                    %% walk all of it on every callback.
+                    case Size < Bytes of
                         true ->
                             St1 = keep_state(Pid, {N + 1, {Changes + 1, Acc + Size}, New,
                                                    Bytes}, St),
