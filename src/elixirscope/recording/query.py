@@ -798,7 +798,7 @@ class Recording:
         # The common clean exits skip decoding (as the VM encodes them since OTP 26).
         where.add("payload NOT IN (?, ?)", encode(_NORMAL), encode(_SHUTDOWN))
         return [event for event in map(self._event, self._event_rows(where, "ASC", None))
-                if not _clean_exit(event.payload)]
+                if not clean_exit(event.payload)]
 
 
 def _event_sql(where: _Where, direction: str, *extra: str) -> str:
@@ -828,7 +828,8 @@ def _as_small_integers(token: str) -> str:
     return "".join(f"a{letter}" for letter in token)
 
 
-def _clean_exit(payload: bytes) -> bool:
+def clean_exit(payload: bytes) -> bool:
+    """Whether an exit reason is normal, shutdown or ``{:shutdown, _}``."""
     try:
         reason = payload_value(payload)
     except ETFDecodeError:

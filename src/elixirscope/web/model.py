@@ -30,10 +30,10 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from elixirscope.errors import ElixirScopeError, ETFDecodeError
-from elixirscope.etf import Atom, encode
-from elixirscope.recording.query import QueryError, Recording, open_recording
-from elixirscope.recording.results import Event, mfa_text, payload_text, payload_value
+from elixirscope.errors import ElixirScopeError
+from elixirscope.recording.query import QueryError, Recording, clean_exit, open_recording
+from elixirscope.recording.results import Event, mfa_text, payload_text
+from elixirscope.recording.state_results import StateTransition
 from elixirscope.recording.store import RecordingError, read_meta
 from elixirscope.tracing.events import KIND_CODES, KINDS, TRUNCATED
 from elixirscope.web.lod import (
@@ -56,7 +56,6 @@ LIVE_REFRESH_S = 0.5
 ERROR_KINDS = (KIND_CODES["exception"], KIND_CODES["exit"])
 MARK_KINDS = (KIND_CODES["spawn"], KIND_CODES["spawned"], KIND_CODES["exit"])
 MESSAGE_KINDS = (KIND_CODES["send"], KIND_CODES["send_to_dead"], KIND_CODES["receive"])
-_CLEAN_EXITS = (encode(Atom("normal")), encode(Atom("shutdown")))
 _FUNCTION = re.compile(r"^(?P<module>(?::[a-z_][\w@]*|[A-Z][\w.]*))\.(?P<function>[a-z_][\w?!]*)"
                        r"(?:/(?P<arity>\d+))?$")
 _PID = re.compile(r"^(?:#PID)?<\d+\.\d+\.\d+>$")
@@ -68,18 +67,6 @@ class UIError(ElixirScopeError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _clean_exit(payload: bytes) -> bool:
-    if payload in _CLEAN_EXITS:
-        return True
-    try:
-        reason = payload_value(payload)
-    except ETFDecodeError:
-        return False
-    if isinstance(reason, tuple) and len(reason) == 2:
-        return bool(reason[0] == Atom("shutdown"))
-    return reason in (Atom("normal"), Atom("shutdown"))
 
 
 def _short(text: str, width: int = 120) -> str:
@@ -253,7 +240,7 @@ class View:
                             np.asarray(found["n"], dtype=np.int64),
                             np.asarray(found["e"], dtype=np.int64))
         self._marks.extend((seq, pid_id, kind, int(t), kind == KIND_CODES["exit"]
-                            and not _clean_exit(bytes(payload)))
+                            and not clean_exit(bytes(payload)))
                            for seq, pid_id, kind, t, payload in marks)
         self._last_seq = top
 
@@ -794,12 +781,9 @@ class View:
     def _time_travel(self) -> Recording:
         if self.recording is None:
             raise UIError("state history is available once the recording stops", 409)
-        if not hasattr(self.recording, "state_history"):
-            raise UIError("time travel is not available in this version of ElixirScope",
-                          501)
         return self.recording
 
-    def _history(self, pid_id: int) -> list[Any]:
+    def _history(self, pid_id: int) -> list[StateTransition]:
         recording = self._time_travel()
         if pid_id not in self.dims.pids:
             raise UIError(f"there is no process with pid_id {pid_id}", 404)
@@ -834,12 +818,9 @@ class View:
                 text = str(current.state_text)
             except QueryError as exc:
                 text = f"(not known here: {exc})"
-        delta = getattr(current, "delta", None)
-        delta_dict = delta.as_dict() if delta is not None and hasattr(delta, "as_dict") \
-            else None
         return {"pid_id": pid_id, "time": t, "index": at, "count": len(history),
                 "state": _cut(text), "transition": _transition_row(current),
-                "delta": delta_dict}
+                "delta": current.delta.as_dict()}
 
     def state_diff(self, pid_id: int, t1: float, t2: float) -> dict[str, Any]:
         recording = self._time_travel()
@@ -849,15 +830,14 @@ class View:
             except QueryError as exc:
                 raise UIError(str(exc), 404) from None
         return {"pid_id": pid_id, "t1": t1, "t2": t2, "text": str(delta),
-                "delta": delta.as_dict() if hasattr(delta, "as_dict") else None}
+                "delta": delta.as_dict()}
 
 
-def _transition_row(transition: Any) -> dict[str, Any]:
-    trigger = getattr(transition, "trigger", None)
-    delta = getattr(transition, "delta", None)
+def _transition_row(transition: StateTransition) -> dict[str, Any]:
+    trigger = transition.trigger
     return {"index": transition.index, "seq": transition.seq,
             "time": float(transition.time), "callback": transition.callback,
-            "delta": _short(str(delta), 400) if delta is not None else "",
+            "delta": _short(str(transition.delta), 400),
             "trigger": None if trigger is None else {
                 "seq": trigger.seq, "kind": trigger.kind, "mfa": trigger.mfa,
                 "text": _short(trigger.text, 160)}}
