@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from elixirscope.sample_nodes import BeamNode
+from export_support import all_spans, check_chrome_trace, check_otlp_request, check_parents
 
 pytestmark = pytest.mark.node
 
@@ -139,3 +142,35 @@ def test_demo_records_the_bank_app_and_explains_its_crashes(tmp_path: Path) -> N
     # A loaded machine may still lose a batch; what is lost is reported, and stays small.
     lost = sum(loss["events"] or 0 for loss in summary["losses"].values())
     assert lost <= summary["events"] // 100
+    check_exports(path, summary, tmp_path)
+
+
+def check_exports(path: Path, summary: dict[str, Any], tmp_path: Path) -> None:
+    """The demo's recording, exported in each format, reads back whole in that format's
+    reader: every event and span in Parquet, each span a slice in Perfetto, OTLP spans
+    that parse as a collector request."""
+    targets = {"perfetto": tmp_path / "trace.json", "otlp": tmp_path / "traces.jsonl",
+               "parquet": tmp_path / "parquet"}
+    for fmt, target in targets.items():
+        done = run("export", str(path), "--format", fmt, "-o", str(target))
+        assert done.returncode == 0, done.stderr
+    events = pq.read_table(targets["parquet"] / "events.parquet")
+    spans = pq.read_table(targets["parquet"] / "spans.parquet").to_pylist()
+    assert events.num_rows == summary["events"] and len(spans) == summary["spans"]
+    crashed = [span for span in spans if span["outcome"] == "exception"]
+    assert any(span["mfa"] == "Bank.Account.handle_call/3" for span in crashed)
+
+    doc = json.loads(targets["perfetto"].read_text())
+    check_chrome_trace(doc)
+    slices = [event for event in doc["traceEvents"] if event["ph"] == "X"]
+    assert sorted(event["args"]["span_id"] for event in slices) == sorted(
+        span["span_id"] for span in spans)
+    assert sum(event["ph"] == "s" for event in doc["traceEvents"]) > 100
+
+    lines = [json.loads(line) for line in targets["otlp"].read_text().splitlines()]
+    for request in lines:
+        check_otlp_request(request)
+    exported = all_spans(lines)
+    check_parents(exported)
+    closed = {span["span_id"] for span in spans if span["outcome"] != "open"}
+    assert set(exported) == closed
