@@ -21,7 +21,9 @@ was built).
 Measured: ``open_recording`` (goal: at most 1 s); ``events(pid=..., since=t,
 until=t+1)`` for 30 random processes and windows, p50/p95 (goal: p95 at most 50 ms);
 ``spans(module=..., function=..., slowest=100)`` for 20 functions, p50/p95 (goal: p95
-at most 200 ms). Plus how long building and finalizing took, and the file size.
+at most 200 ms). Each is printed as a ratio against a baseline measured in the same
+run: opening the file with DuckDB alone, and the same rows asked in plain SQL, returned
+raw. Plus how long building and finalizing took, and the file size.
 
 Run alone with ``.venv/bin/python -m benchmarks.bench_recording_queries [--events N]
 [--rebuild]`` (``--quick``: 1 M events).
@@ -236,6 +238,24 @@ def cached(path: Path) -> dict[str, Any] | None:
 # --- queries ----------------------------------------------------------------------------
 
 
+# The baselines: the same rows asked of DuckDB directly, as a hand-written query would,
+# and returned raw (no payload decoded, no Elixir text, no result objects).
+RAW_WINDOW = ("SELECT * FROM events WHERE pid_id = ? AND ts >= ? AND ts < ? ORDER BY seq "
+              "LIMIT ?")
+RAW_SLOWEST = ("SELECT s.*, c.payload, e.payload FROM (SELECT * FROM spans WHERE mfa_id = ? "
+               "ORDER BY duration_ns DESC NULLS LAST LIMIT ?) s JOIN events c ON c.seq = "
+               "s.span_id LEFT JOIN events e ON e.seq = s.end_seq")
+EVENTS_LIMIT = 1000
+
+
+def raw_open(path: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    con.execute("SELECT 1").fetchall()
+    con.close()
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -288,55 +308,82 @@ def main(argv: Sequence[str] = ()) -> None:
     print(f"  file: {size / 1e6:,.1f} MB = {size / count:.1f} B/event ({free:.0%} of it free "
           "blocks)")
 
-    opens = []
+    opens, raw_opens = [], []
     for _ in range(OPENS):
         seconds, recording = _timed(lambda: open_recording(path))
         first, _ = _timed(lambda rec=recording: rec.events(pid=1, limit=1))
         recording.close()
         opens.append((seconds, first))
+        raw_opens.append(_timed(lambda: raw_open(path))[0])
     first_open = opens[0][0]
     worst_open = max(seconds for seconds, _ in opens)
+    median_open = float(np.median([seconds for seconds, _ in opens]))
+    median_raw = float(np.median(raw_opens))
     print(f"open_recording: first {_ms(first_open)}, worst of {OPENS} {_ms(worst_open)}; "
           f"then a first query, events(pid=1, limit=1) (loads the pid, function and process "
           f"tables), {_ms(float(np.median([first for _, first in opens])))} median")
+    print(f"  baseline, duckdb.connect(read_only=True) + SELECT 1: {_ms(median_raw)} median; "
+          f"open_recording {median_open / median_raw:.1f}x")
     print(f"  goal: open at most {OPEN_GOAL:.0f} s: {_ms(worst_open)}, "
           f"{_verdict(worst_open <= OPEN_GOAL)}")
 
     rng = np.random.default_rng(11)
     with open_recording(path) as recording:
         recording.events(pid=1, limit=1)  # loads the small tables
-        pids = [text for text, _ in recording._dims.pids.values()]
-        times, sizes = [], []
+        pid_ids = list(recording._dims.pids)
+        start = recording._dims.start_wall_ns
+        offset = next(iter(recording._dims.offsets.values()))
+        times, sizes, raw_times = [], [], []
         for _ in range(WINDOWS):
-            pid = pids[int(rng.integers(len(pids)))]
+            pid_id = pid_ids[int(rng.integers(len(pid_ids)))]
+            pid = recording._dims.pids[pid_id][0]
             since = float(rng.uniform(0, SECONDS - 1))
             seconds, found = _timed(lambda p=pid, t=since: recording.events(
                 pid=p, since=t, until=t + 1))
             times.append(seconds)
             sizes.append(len(found))
+            low = start + int(since * 1e9) - offset
+            raw_seconds, rows = _timed(lambda i=pid_id, lo=low: recording.con.execute(
+                RAW_WINDOW, [i, lo, lo + 1_000_000_000, EVENTS_LIMIT]).fetchall())
+            assert len(rows) == len(found)
+            raw_times.append(raw_seconds)
         p50, p95 = _quantiles(times)
+        raw_p50, raw_p95 = _quantiles(raw_times)
         print(f"events(pid=..., since=t, until=t+1), {WINDOWS} random processes and windows "
-              f"(default limit 1000; {np.mean(sizes):.0f} events returned on average, "
-              f"{min(sizes)}..{max(sizes)}): p50 {_ms(p50)}, p95 {_ms(p95)}, max "
+              f"(default limit {EVENTS_LIMIT}; {np.mean(sizes):.0f} events returned on "
+              f"average, {min(sizes)}..{max(sizes)}): p50 {_ms(p50)}, p95 {_ms(p95)}, max "
               f"{_ms(max(times))}")
+        print(f"  baseline, the same rows in plain SQL (raw columns, nothing decoded or "
+              f"formatted): p50 {_ms(raw_p50)}, p95 {_ms(raw_p95)}; events() "
+              f"{p50 / raw_p50:.1f}x at p50, {p95 / raw_p95:.1f}x at p95")
         print(f"  goal: p95 at most {_ms(EVENTS_GOAL)}: {_ms(p95)}, "
               f"{_verdict(p95 <= EVENTS_GOAL)}")
 
         names = function_names()
         chosen = rng.choice(len(names), size=min(SPAN_FUNCTIONS, len(names)), replace=False)
-        times, sizes = [], []
+        mfa_ids = {mfa: mfa_id for mfa_id, mfa in recording._dims.functions.items()}
+        times, sizes, raw_times = [], [], []
         for index in chosen.tolist():
-            module, function, _ = names[index]
+            module, function, arity = names[index]
             seconds, found = _timed(lambda m=module, f=function: recording.spans(
                 module=m.removeprefix("Elixir."), function=f, slowest=SLOWEST))
             times.append(seconds)
             sizes.append(len(found))
+            mfa_id = mfa_ids[(module.removeprefix("Elixir."), function, arity)]
+            raw_seconds, rows = _timed(lambda i=mfa_id: recording.con.execute(
+                RAW_SLOWEST, [i, SLOWEST]).fetchall())
+            assert len(rows) == len(found)
+            raw_times.append(raw_seconds)
         spans_total = recording.con.execute("SELECT count(*) FROM spans").fetchone()
         p50, p95 = _quantiles(times)
+        raw_p50, raw_p95 = _quantiles(raw_times)
         print(f"spans(module=..., function=..., slowest={SLOWEST}), {len(chosen)} functions "
               f"({spans_total[0] if spans_total else 0:,} spans in the recording; "
               f"{min(sizes)}..{max(sizes)} returned): p50 {_ms(p50)}, p95 {_ms(p95)}, max "
               f"{_ms(max(times))}")
+        print(f"  baseline, the same spans in plain SQL (span rows joined to their call and "
+              f"end events, nothing decoded): p50 {_ms(raw_p50)}, p95 {_ms(raw_p95)}; spans() "
+              f"{p50 / raw_p50:.1f}x at p50, {p95 / raw_p95:.1f}x at p95")
         print(f"  goal: p95 at most {_ms(SPANS_GOAL)}: {_ms(p95)}, "
               f"{_verdict(p95 <= SPANS_GOAL)}")
 
