@@ -288,7 +288,9 @@ def test_live_recording_grows_then_finishes(tmp_path: Path) -> None:
         assert narrow["mode"] == "detail"
         assert first["seq"] in [e[0] for e in narrow["events"]]
         assert any(s[0] == first["seq"] for s in narrow["spans"]), "paired in the window"
-        assert client.get("/api/lanes").json()["lanes"]
+        # Names come from the recorder as processes show up in the recording.
+        wait_for(lambda: "Bank.Transfer" in {
+            lane["name"] for lane in client.get("/api/lanes").json()["lanes"]}, 15)
         seq = first["seq"]
         assert client.get(f"/api/events/{seq}").json()["mfa"] == "Bank.Account.deposit/3"
         assert client.get("/api/spans/1").status_code == 409

@@ -39,6 +39,8 @@ from elixirscope.remote_eval import eval_erlang
 from elixirscope.version import __version__
 
 if TYPE_CHECKING:
+    import duckdb
+
     from elixirscope.tracing.scope import AsyncScope, TraceInfo, TraceStopped
 
 NODE_ID = 1
@@ -239,6 +241,19 @@ class Recorder:
         self.stopped_at = time.monotonic()
         with contextlib.suppress(ElixirScopeError):
             await self._snapshot()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The recording's own connection, for readers in this process: take a
+        ``cursor()`` of it for each read. A cursor sees what the writer has committed
+        (at most one flush interval behind) and may be used on another thread."""
+        return self._con
+
+    def start_names(self) -> dict[int, str]:
+        """The registered names processes had when recording began, by pid id, for the
+        processes the recording has seen so far."""
+        known = self.dimensions.pids
+        return {known[pid]: name for pid, name in self._start_names.items() if pid in known}
 
     async def _snapshot(self) -> None:
         node = self.scope.node

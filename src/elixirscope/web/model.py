@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,12 +105,12 @@ class View:
 
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, *,
                  recording: Recording | None = None,
-                 live_names: dict[int, str] | None = None) -> None:
+                 live_names: Callable[[], dict[int, str]] | None = None) -> None:
         self.path = path
         self._con = con
         self.recording = recording
         self.live = recording is None
-        self._live_names = live_names or {}
+        self._live_names = live_names or dict
         self._lock = threading.RLock()  # the Recording's connection is not shared
         self._refresh_lock = threading.Lock()
         self._refreshed = 0.0
@@ -147,11 +147,7 @@ class View:
     @classmethod
     def of_recorder(cls, recorder: Recorder) -> View:
         """The recording ``recorder`` is writing, read through its own connection."""
-        con: duckdb.DuckDBPyConnection = recorder._con
-        known = recorder.dimensions.pids
-        names = {known[pid]: name for pid, name in recorder._start_names.items()
-                 if pid in known}
-        return cls(recorder.path, con, live_names=names)
+        return cls(recorder.path, recorder.connection, live_names=recorder.start_names)
 
     def close(self) -> None:
         if not self.live:
@@ -199,7 +195,7 @@ class View:
                 "SELECT mfa_id, module, function, arity FROM functions").fetchall()}
             names: dict[int, tuple[str, ...]]
             if self.live:
-                names = {pid_id: (name,) for pid_id, name in self._live_names.items()}
+                names = {pid_id: (name,) for pid_id, name in self._live_names().items()}
             else:
                 names = {pid_id: tuple(found) for pid_id, found in cur.execute(
                     "SELECT pid_id, names FROM processes").fetchall() if found}
