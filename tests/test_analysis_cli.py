@@ -1,4 +1,4 @@
-"""``elixirscope traceback / range / stats / repeats / find / rerun`` over recordings
+"""``elixirscope traceback / range / stats / repeats / find / step / rerun`` over recordings
 built from batches: tables, JSON lines, and one-sentence errors with exit codes."""
 
 from __future__ import annotations
@@ -116,3 +116,27 @@ def test_range_prints_the_tree(capsys: pytest.CaptureFixture[str], bank: str) ->
 def test_rerun_asks_for_confirmation(capsys: pytest.CaptureFixture[str], bank: str) -> None:
     line = error_line(run(capsys, "rerun", bank, "9", "nobody@nowhere"), code=2)
     assert "--yes-run-it" in line
+
+
+def test_step_walks_by_message_span_and_process(capsys: pytest.CaptureFixture[str],
+                                                bank: str) -> None:
+    def seqs(*args: str) -> list[int]:
+        return [int(str(row["seq"])) for row in json_rows(capsys, "step", bank, *args)]
+
+    # The deposit call, its send, the account's receive, the handler it started, then the
+    # handler's own next message (the tell to the auditor).
+    assert seqs("5", "--by", "message", "--count", "4") == [5, 6, 7, 8, 10]
+    # Over the handler's nested apply/2 to its return, then the reply it sent.
+    assert seqs("8", "--by", "span", "--count", "2") == [8, 13, 14]
+    assert seqs("14", "--by", "span", "--back", "--count", "2") == [14, 13, 8]
+    assert seqs("26", "--count", "3") == [26]  # the crashed worker's exit is its last
+    code, out, _ = run(capsys, "step", bank, "7", "--by", "message", "--back")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].endswith("from event 7, 1 step back by message")
+    assert [line.split()[:1] + line.split()[3:4] for line in lines[2:]] == [
+        ["7", "receive"], ["6", "send"]]
+    code, out, _ = run(capsys, "step", bank, "29", "--count", "50")
+    assert code == 0 and "the recording has no step further" in out
+    assert "there is no event 999" in error_line(run(capsys, "step", bank, "999"))
+    assert run(capsys, "step", bank, "5", "--by", "sideways")[0] == 2

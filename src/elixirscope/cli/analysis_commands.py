@@ -1,5 +1,5 @@
 """Commands that analyse a recording: ``traceback``, ``range``, ``stats``, ``repeats``,
-``find`` and (side-effecting, opt-in) ``rerun``."""
+``find``, ``step`` and (side-effecting, opt-in) ``rerun``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from elixirscope.analysis.call_stats import SORTS
 from elixirscope.analysis.find import recorded_pid
 from elixirscope.analysis.literal import LiteralError, parse_term
 from elixirscope.analysis.results import RangeNode, Traceback
+from elixirscope.analysis.stepping import WAYS
 from elixirscope.cli import output
 from elixirscope.cli.options import json_option, node_options
 from elixirscope.cli.recording_commands import (
@@ -194,6 +195,40 @@ def find(recording: Path, value: str, pid: str | None, module: str | None,
 
 @click.command()
 @_rec_argument
+@click.argument("event_id", metavar="EVENT_ID", type=int)
+@click.option("--by", type=click.Choice(WAYS), default="process", show_default=True,
+              help="process: the process's next event (step into); span: the next event "
+              "at the same call level (step over); message: a send to its receive, a "
+              "receive to the call it started.")
+@click.option("--back", is_flag=True, help="Step backwards.")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many steps.")
+@json_option("One JSON object per event: where it started, then each step.")
+def step(recording: Path, event_id: int, by: str, back: bool, count: int,
+         as_json: bool) -> None:
+    """Steps through REC from event EVENT_ID, COUNT steps at most, and prints the event
+    it started from and every event it reached, in stepping order."""
+    with open_recording(recording) as rec:
+        walked = [rec.event(event_id)]
+        move = rec.prev if back else rec.next
+        while len(walked) <= count:
+            found = move(walked[-1], by)
+            if found is None:
+                break
+            walked.append(found)
+    if as_json:
+        for event in walked:
+            output.json_line(event.as_dict())
+        return
+    ended = "" if len(walked) > count else "; the recording has no step further"
+    way = "back " if back else ""
+    steps = len(walked) - 1
+    _print_events(walked, f"{recording}: from event {event_id}, {steps} "
+                  f"step{'' if steps == 1 else 's'} {way}by {by}{ended}")
+
+
+@click.command()
+@_rec_argument
 @click.argument("span_id", metavar="SPAN_ID", type=int)
 @node_options
 @click.option("--yes-run-it", "confirmed", is_flag=True,
@@ -266,5 +301,5 @@ def _cut(text: str, width: int = 100) -> str:
 
 
 def register(group: click.Group) -> None:
-    for command in (traceback, range_, stats, repeats, find, rerun):
+    for command in (traceback, range_, stats, repeats, find, step, rerun):
         group.add_command(command)
