@@ -131,6 +131,23 @@ def test_find_matches_terms_exactly_and_across_atom_encodings(rec: Recording) ->
     assert needles("text") == [b"text"]
 
 
+def test_find_small_integers_inside_charlists(tmp_path: Path) -> None:
+    b = BatchBuilder()
+    p = b.pid(100)
+    assert encode([104, 105])[1] == ord("k")  # the VM's STRING_EXT for a charlist
+    b.add("send", p, T0, other=p, value=[104, 105])                   # 1: ~c"hi"
+    b.add("send", p, T0 + MS, other=p, value=b"hi")                   # 2: a binary
+    b.add("call", p, T0 + 2 * MS, mfa=A, value=[105])                 # 3: [105] is ~c"i"
+    b.add("return", p, T0 + 3 * MS, mfa=A, value=(Atom("ok"), 105))  # 4
+    b.add("send", p, T0 + 4 * MS, other=p, value=[1, 2, 3])           # 5
+    record_batches(tmp_path / "charlists.duckdb", [b.batch()])
+    with open_recording(tmp_path / "charlists.duckdb") as rec:
+        assert [e.seq for e in rec.find(105)] == [1, 3, 4]
+        assert [e.seq for e in rec.find(2)] == [5]
+        assert [e.seq for e in rec.find([104, 105])] == [1]
+        assert [e.seq for e in rec.find("hi")] == [2]
+
+
 def test_literals_as_elixir_writes_them() -> None:
     assert parse_term('{:ok, "a", [1, 2.5], %{key: nil, "k" => true}}') == (
         Atom("ok"), b"a", [1, 2.5], {Atom("key"): Atom("nil"), b"k": True})

@@ -10,8 +10,9 @@ each atom's header (a node on OTP 25 writes atoms as ``ATOM_EXT``, ours as
 VM orders big maps by hash). A ``str`` or ``bytes`` value is searched as a substring of
 binaries (and, for ``str``, of atoms).
 
-Matching is exact: ``1`` is not ``1.0`` and not ``true``. One limit: an integer 0..255
-inside a list that the VM encodes as a string of bytes (a charlist) is not found.
+Matching is exact: ``1`` is not ``1.0`` and not ``true``. An integer 0..255 is also
+found inside a list the VM encodes as a string of bytes (a charlist); the SQL pass
+keeps more candidates for it (every payload holding a charlist and that byte).
 
 A predicate cannot be turned into SQL: every event that passes the other filters is
 decoded and each of its subterms is given to it (slower: about 10-20 k events/s), until
@@ -38,6 +39,7 @@ Predicate = Callable[[Any], bool]
 # At most this many fragments go into the SQL filter (the longest ones).
 _MAX_NEEDLES = 4
 _CUT = None
+_HOLDS = "contains(payload::VARCHAR, ?::BLOB::VARCHAR)"
 
 
 def find(rec: Recording, what: Any, *, pid: str | int | None = None,
@@ -56,7 +58,13 @@ def find(rec: Recording, what: Any, *, pid: str | int | None = None,
     test = what if callable(what) else contains(what)
     if not callable(what):
         for needle in needles(what):
-            where.add("contains(payload::VARCHAR, ?::BLOB::VARCHAR)", needle)
+            if type(what) is int and 0 <= what <= 255:
+                # Inside a charlist the VM writes the integer as one byte of a
+                # STRING_EXT: such payloads hold that tag and the byte somewhere.
+                where.add(f"({_HOLDS} OR ({_HOLDS} AND {_HOLDS}))", needle,
+                          bytes([STRING]), bytes([what]))
+            else:
+                where.add(_HOLDS, needle)
     found: list[Event] = []
     if limit == 0:
         return found
