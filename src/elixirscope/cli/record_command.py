@@ -117,6 +117,9 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
     else:
         output.err.print(stats_line(stats))
         output.out.print(f"recording: {target}")
+        if live is None:
+            output.err.print(f"  try: elixirscope spans {target} --slowest 10"
+                             f"\n       elixirscope ui {target}")
     if live is not None and live.server is not None:
         output.err.print(f"the recording is finished; the UI now shows it whole: "
                          f"{live.server.url}")
