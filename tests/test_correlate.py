@@ -255,6 +255,33 @@ def test_message_matching(path: Path) -> None:
         ping1, ping1, ping2, stray, early, named, dead]
 
 
+def test_repeated_messages_pair_first_in_first_out(path: Path) -> None:
+    """A periodic :tick whose first copy was sent before recording began, two senders of
+    the same message, and a copy never received: each receive takes the oldest copy
+    sent to its process before it that no earlier receive took."""
+    s = Script()
+    before = s.receive(2, 5, Atom("tick"))  # sent before the recording
+    ticks = []
+    for at in (10, 20, 30):
+        ticks.append((s.send(1, at, 2, Atom("tick")), s.receive(2, at + 2, Atom("tick"))))
+    from_1 = s.send(1, 40, 2, Atom("tick"))
+    from_3 = s.send(3, 41, 2, Atom("tick"))
+    got_1 = s.receive(2, 43, Atom("tick"))
+    got_3 = s.receive(2, 44, Atom("tick"))
+    never = s.send(1, 50, 2, Atom("tick"))
+    rec = s.record(path)
+
+    def pair(message_id: int) -> tuple[Any, Any]:
+        message = rec.message(message_id)
+        return message["send_seq"], message["receive_seq"]
+
+    assert pair(before) == (None, before)
+    assert [pair(sent) for sent, _ in ticks] == ticks
+    assert (pair(from_1), pair(from_3)) == ((from_1, got_1), (from_3, got_3))
+    assert pair(never) == (never, None)
+    assert rec.rows("SELECT count(*) FROM messages") == [(7,)]
+
+
 def test_handler_trigger_and_queue_time(path: Path) -> None:
     s = Script()
     request = s.send(1, 100, 2, (Atom("call"), 1))

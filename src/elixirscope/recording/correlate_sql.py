@@ -82,25 +82,38 @@ SELECT *, end_ts - start_ts AS duration_ns,
 FROM spans
 """
 
-# The n-th send to a process of some bytes is the n-th receive of those bytes there;
-# a receive earlier than its send on the same node is not a match.
+# A process's receives of some bytes take the sends of those bytes to it first in,
+# first out: each receive takes the oldest such send before it that no earlier
+# receive took, or none (its send came before the recording, or was lost). In one
+# (receiver, bytes) group in time order, with S and R the sends and receives so far,
+# a receive finds the queue empty exactly when R - S reaches a new high above 0; the
+# receives that do not are matched, the m-th of them (m = R - that high) to the m-th
+# send. Sends from other nodes are placed by wall clock.
 MATCHES = """
 CREATE OR REPLACE TEMP TABLE fz_match AS
-WITH s AS (
-    SELECT seq, node_id, ts, other_pid_id AS receiver, payload, hash(payload) AS h,
-           ROW_NUMBER() OVER (PARTITION BY other_pid_id, hash(payload), payload
-                              ORDER BY seq) AS n
-    FROM events WHERE kind = 4 AND other_pid_id IS NOT NULL
-), r AS (
-    SELECT seq, node_id, ts, pid_id AS receiver, payload, hash(payload) AS h,
-           ROW_NUMBER() OVER (PARTITION BY pid_id, hash(payload), payload
-                              ORDER BY seq) AS n
-    FROM events WHERE kind = 6
+WITH q AS (
+    SELECT seq, kind = 6 AS is_receive, ts + wall_offset AS wall, payload,
+           CASE WHEN kind = 6 THEN pid_id ELSE other_pid_id END AS receiver
+    FROM events WHERE (kind = 4 AND other_pid_id IS NOT NULL) OR kind = 6
+), counted AS (
+    SELECT seq, is_receive, wall, receiver, hash(payload) AS h, payload,
+           COUNT(*) FILTER (WHERE NOT is_receive) OVER w AS sent,
+           COUNT(*) FILTER (WHERE is_receive) OVER w AS received
+    FROM q
+    WINDOW w AS (PARTITION BY receiver, hash(payload), payload
+                 ORDER BY wall, is_receive, seq ROWS UNBOUNDED PRECEDING)
+), ranked AS (
+    SELECT seq, is_receive, receiver, h, payload, sent, received,
+           COALESCE(GREATEST(MAX(received - sent) OVER (
+               PARTITION BY receiver, h, payload ORDER BY wall, is_receive, seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0), 0) AS unmatched
+    FROM counted
 )
 SELECT s.seq AS send_seq, r.seq AS receive_seq
-FROM s JOIN r ON r.receiver = s.receiver AND r.h = s.h AND r.n = s.n
-     AND r.payload = s.payload
-WHERE NOT (s.node_id = r.node_id AND r.ts < s.ts)
+FROM ranked r JOIN ranked s
+  ON s.receiver = r.receiver AND s.h = r.h AND s.payload = r.payload
+     AND NOT s.is_receive AND s.sent = r.received - r.unmatched
+WHERE r.is_receive AND r.received - r.sent <= r.unmatched
 """
 
 # Every send, matched or not, then every receive whose send was not recorded.
