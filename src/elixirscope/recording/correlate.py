@@ -12,10 +12,12 @@ process (a return or exception that pairs with no call belongs to none); a span'
 root is its depth-1 ancestor, or its outermost recorded one when the process was
 already inside calls when recording started.
 
-Messages. The n-th send of some bytes to a process matches the n-th receive of the
-same bytes there; a pair whose receive is earlier than its send (same node) is
-dropped. Sends to dead processes are never matched. Trade-off: a lost event can
-shift the pairing of identical messages to one receiver, never of others.
+Messages. A process's receives of some bytes take the sends of those bytes to it
+first in, first out: each receive takes the oldest send before it (by wall clock)
+that no earlier receive took, or none when its send came before the recording. Sends
+to dead processes are never matched. Trade-off: a lost receive makes later receives
+of the same bytes at that process pair with the copy sent one earlier; messages with
+other bytes are never touched.
 
 Handlers. A depth-1 span serves the message received last before it on its process
 (by ``seq``: per process that is the order of the node's clock, and exact on ties).
