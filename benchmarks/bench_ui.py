@@ -6,10 +6,12 @@ and cached by its builder), 1 M events (goals: first paint at most 1.5 s, step p
 most 100 ms) and 10 M events (the same figures, reported).
 
 First complete paint = opening the recording for the UI (``View.finished``: open,
-dimensions, the finest level of the bin pyramid) + loading the page until the
-timeline has drawn the server's first answer. Steps: 60 windows a person would
-visit (zooming in by 0.6 toward the busiest moments, panning by a fifth, zooming
-out), each asked as ``/api/timeline`` for a 1200-px canvas, timed on the server.
+dimensions, the finest level of the bin pyramid, read from the ``activity_bins`` that
+finalize stored; baseline, in the same run: grouping the events instead, as older
+files and live recordings do) + loading the page until the timeline has drawn the
+server's first answer. Steps: 60 windows a person would visit (zooming in by 0.6
+toward the busiest moments, panning by a fifth, zooming out), each asked as
+``/api/timeline`` for a 1200-px canvas, timed on the server.
 Baseline, in the same run: the same windows answered by one GROUP BY over the events
 per request (what the pyramid avoids), as a ratio.
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from benchmarks.bench_recording_queries import build, cache_path, cached
 from elixirscope.web.app import Session, UIServer
+from elixirscope.web.lod import Pyramid
 from elixirscope.web.model import View
 
 PAINT_GOAL = 1.5
@@ -82,6 +85,18 @@ def naive(view: View, t0: float, t1: float, px: int) -> float:
     return time.perf_counter() - started
 
 
+def grouping(view: View) -> float:
+    """The baseline for the finest level: grouping every event (what a recording
+    without stored activity bins, or a live one, does), into the same pyramid."""
+    started = time.perf_counter()
+    with view.cursor() as cur:
+        found = view._grouped_bins(cur, -1, view._last_seq)
+    Pyramid(view.pyramid.base_shift, *(np.zeros(0, np.int64),) * 3).extend(
+        np.asarray(found["key"], np.int64), np.asarray(found["n"], np.int64),
+        np.asarray(found["e"], np.int64))
+    return time.perf_counter() - started
+
+
 def first_paint(url: str) -> float | None:
     try:
         from playwright.sync_api import sync_playwright
@@ -114,9 +129,13 @@ def run(events: int, browser: bool) -> None:
     count = info["counts"]["events"]
     print(f"{count:,} events, {len(view.dims.pids)} processes, {info['duration']:.1f} s "
           f"({path.name})")
+    grouped = grouping(view)
+    pyramid_s = view.built["pyramid_s"]
     print(f"  open for the UI (open_recording + bin pyramid's finest level): "
-          f"{opened * 1000:.0f} ms (pyramid {view.built['pyramid_s'] * 1000:.0f} ms); "
-          f"span index in the background: {view.built.get('span_index_s', 0) * 1000:.0f} ms "
+          f"{opened * 1000:.0f} ms (pyramid {pyramid_s * 1000:.0f} ms, from "
+          f"{view.pyramid_source}; grouping the events instead: {grouped * 1000:.0f} ms "
+          f"-> {grouped / pyramid_s:.1f}x); span index in the background: "
+          f"{view.built.get('span_index_s', 0) * 1000:.0f} ms "
           f"({0 if index is None else index.size:,} spans)")
     with UIServer(Session(view, token="bench")) as server:
         paint = first_paint(server.url) if browser else None

@@ -31,6 +31,11 @@ doubling, so even a chain of 2^64 hops settles in 64 rounds; a link must point b
 in (hlc, span_id) order, so no cycle can form (a cross-node link against a clock
 skew larger than the latency is not followed).
 Message events outside any span take the correlation of the span that sent them.
+
+Activity bins. Events and error events per (time bin, process) at the finest width the
+UI's timeline uses for a recording this long (``schema.bin_shift_for``), so the UI
+opens a finished recording by reading them instead of grouping every event; the meta
+says what they assume (origin, width, error kinds, the events counted).
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ from elixirscope.etf import decode
 from elixirscope.recording import correlate_sql as sql
 from elixirscope.recording import schema
 from elixirscope.recording.store import put_meta
+from elixirscope.tracing.events import KIND_CODES
 
 MAX_CHAIN_ROUNDS = 64
+# Events the timeline marks as errors in its activity bins.
+ERROR_KINDS = (KIND_CODES["exception"], KIND_CODES["exit"])
 
 
 def finalize(con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> None:
@@ -97,6 +105,24 @@ def _build(cur: duckdb.DuckDBPyConnection) -> None:
         cur.execute(step)
     for table in sql.WORK_TABLES:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
+    _activity_bins(cur)
+
+
+def _activity_bins(cur: duckdb.DuckDBPyConnection) -> None:
+    """The UI's finest activity bins (schema: activity_bins), with what they assume in
+    the meta: the UI reads them instead of grouping every event when it agrees."""
+    row = cur.execute(sql.ACTIVITY_EXTENT).fetchone()
+    node_start, node_end, first, last, last_seq, events = row if row else (None,) * 6
+    origin = node_start if node_start is not None else first if first is not None else 0
+    end = max(x for x in (last if last is not None else origin, node_end) if x is not None)
+    shift = schema.bin_shift_for(max(int(end - origin), 1))
+    cur.execute(sql.ACTIVITY_BINS.format(origin=int(origin), shift=shift,
+                                         lane_bits=schema.BIN_LANE_BITS,
+                                         errors=ERROR_KINDS))
+    put_meta(cur, {schema.ACTIVITY_BINS_META: {
+        "origin_wall_ns": int(origin), "shift": shift, "lane_bits": schema.BIN_LANE_BITS,
+        "error_kinds": list(ERROR_KINDS), "events": int(events or 0),
+        "last_seq": -1 if last_seq is None else int(last_seq)}})
 
 
 def _rewrite_events(cur: duckdb.DuckDBPyConnection) -> None:

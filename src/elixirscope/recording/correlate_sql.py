@@ -332,5 +332,26 @@ FROM segments GROUP BY pid_id, other_pid_id, segment
 ORDER BY pid_id, MIN(seq)
 """
 
+# What the UI's activity bins cover, as web.model.View reckons it: from the earliest
+# node start (else the first event) to the last event or node end (Python takes the
+# larger); plus the last seq and the count, to recognise the events they were made of.
+ACTIVITY_EXTENT = """
+SELECT (SELECT MIN(started_ts + time_offset_ns) FROM nodes WHERE started_ts IS NOT NULL),
+       (SELECT MAX(ended_ts + time_offset_ns) FROM nodes WHERE ended_ts IS NOT NULL),
+       MIN(ts + wall_offset), MAX(ts + wall_offset), MAX(seq), COUNT(*)
+FROM events
+"""
+
+# Events and error events per (bin, process) key (schema: activity_bins); times before
+# the origin fall in bin 0. Formatted with integers: origin, shift, lane_bits, errors
+# (the error kinds as an SQL tuple).
+ACTIVITY_BINS = """
+INSERT INTO activity_bins
+SELECT ((GREATEST(ts + wall_offset - {origin}, 0) >> {shift}) << {lane_bits}) | pid_id
+           AS key,
+       COUNT(*), COUNT(*) FILTER (WHERE kind IN {errors})
+FROM events GROUP BY key ORDER BY key
+"""
+
 WORK_TABLES = ("fz_ev", "fz_look", "fz_close", "fz_span", "fz_match", "fz_msg",
                "fz_trigger", "fz_chain", "fz_names")

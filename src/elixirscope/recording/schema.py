@@ -125,6 +125,29 @@ DERIVED_TABLES = {
     "links": """CREATE TABLE links (
         pid_id INTEGER NOT NULL, other_pid_id INTEGER NOT NULL, linked_ts BIGINT,
         unlinked_ts BIGINT)""",
+    # Events per (time bin, process): the UI's activity bins at their finest width, so
+    # opening a finished recording reads these rows instead of grouping every event.
+    # key = bin << BIN_LANE_BITS | pid_id, bin = max(wall ns - origin, 0) >> shift
+    # (origin and shift in the meta key ACTIVITY_BINS_META, see bin_shift_for);
+    # errors: the exception and exit events among them. Sorted by key.
+    "activity_bins": """CREATE TABLE activity_bins (
+        key BIGINT NOT NULL, events BIGINT NOT NULL, errors BIGINT NOT NULL)""",
 }
+
+# activity_bins: how its keys are laid out and how wide its bins are. The meta key
+# holds {"origin_wall_ns", "shift", "lane_bits", "error_kinds", "events", "last_seq"}:
+# a reader uses the table only when all of them are what it would compute itself.
+ACTIVITY_BINS_META = "activity_bins"
+BIN_LANE_BITS = 24
+BIN_MAX_BINS = 1 << 16  # bins over the whole recording, at most
+BIN_MIN_SHIFT = 10  # 1 µs
+
+
+def bin_shift_for(duration_ns: int) -> int:
+    """The log2 of the finest bin width (ns) for a recording this long."""
+    shift = BIN_MIN_SHIFT
+    while (max(duration_ns, 1) >> shift) >= BIN_MAX_BINS:
+        shift += 1
+    return shift
 
 KIND_TABLE = "kinds"

@@ -1,11 +1,15 @@
 """Level of detail for the timeline, computed on the server.
 
 ``Pyramid``: activity per lane in time bins at every power-of-two resolution. The
-finest level is built from the events once per opened recording (one GROUP BY over
-``(bin, pid_id)`` keys), the coarser ones by merging pairs of bins, lazily, each once;
-a window then costs two binary searches and a slice, whatever the recording's size.
-A live recording extends the finest level with the events flushed since the last
-refresh.
+finest level is loaded once per opened recording: a finished recording's stored
+``activity_bins`` (built by finalize), else one GROUP BY of the events over
+``(bin, pid_id)`` keys. The coarser ones are made lazily, each once, from the finest
+level built below them (one request builds while others wanting levels wait): by
+merging pairs of bins, or at once by summing into a grid of bins by lanes when that
+grid is small (a finished recording's levels so jumped over are then built in the
+background); a window then costs two binary searches and a slice, whatever the
+recording's size. A live recording extends the finest level with the events flushed
+since the last refresh.
 
 ``SpanIndex``: the spans of a finished recording in memory, bucketed by duration
 class (powers of two of ns) and sorted by start inside each class, so the spans
@@ -23,21 +27,18 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-LANE_BITS = 24
+from elixirscope.recording import schema
+
+# The key layout and the finest width are the stored activity bins' (schema).
+LANE_BITS = schema.BIN_LANE_BITS
 LANE_MASK = (1 << LANE_BITS) - 1
 # The finest level has at most this many bins over the whole recording.
-MAX_BASE_BINS = 1 << 16
-MIN_BASE_SHIFT = 10  # 1 µs
+MAX_BASE_BINS = schema.BIN_MAX_BINS
+MIN_BASE_SHIFT = schema.BIN_MIN_SHIFT
 
 Int64s = npt.NDArray[np.int64]
 
-
-def base_shift_for(duration_ns: int) -> int:
-    """The log2 of the finest bin width (ns) for a recording this long."""
-    shift = MIN_BASE_SHIFT
-    while (max(duration_ns, 1) >> shift) >= MAX_BASE_BINS:
-        shift += 1
-    return shift
+base_shift_for = schema.bin_shift_for
 
 
 @dataclass(frozen=True)
@@ -64,23 +65,68 @@ class Level:
 
 
 def merge(keys: Int64s, counts: Int64s, errors: Int64s) -> Level:
-    """Sums rows with equal keys; the result sorted by key (shift left unset: 0)."""
-    if keys.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return Level(0, empty, empty.copy(), empty.copy())
-    unique, inverse = np.unique(keys, return_inverse=True)
-    return Level(0, unique.astype(np.int64),
-                 np.bincount(inverse, weights=counts, minlength=unique.size).astype(np.int64),
-                 np.bincount(inverse, weights=errors, minlength=unique.size).astype(np.int64))
+    """Sums rows with equal keys; the result sorted by key (shift left unset: 0).
+    Rows already sorted by unique keys are taken as they are; concatenated sorted runs
+    (a coarser level's pairs, a live extension) sort in about one pass (timsort)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    errors = np.asarray(errors, dtype=np.int64)
+    if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        order = np.argsort(keys, kind="stable")
+        keys, counts, errors = keys[order], counts[order], errors[order]
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        if starts.size < keys.size:
+            keys = keys[starts]
+            counts = np.add.reduceat(counts, starts)
+            errors = np.add.reduceat(errors, starts)
+    return Level(0, keys, counts, errors)
+
+
+def coarser(level: Level, shift: int) -> Level:
+    """The next level from ``level`` towards bins ``2^shift`` ns wide: that one at once
+    when its grid of bins by lanes has no more cells than ``level`` has rows (summed
+    into the grid in one pass), else the level one step coarser (pairs of bins merged:
+    the even bins' rows and the odd bins' stay sorted, two runs to merge)."""
+    lanes = level.keys & LANE_MASK
+    rows = int(lanes.size)
+    if rows == 0:
+        return Level(shift, level.keys, level.counts, level.errors)
+    if shift > level.shift + 1 and int(lanes.max()) <= 4 * rows:
+        bins = (level.keys >> LANE_BITS) >> (shift - level.shift)
+        present = np.flatnonzero(np.bincount(lanes))
+        first = int(bins[0])  # keys are sorted, bin first
+        cells = (int(bins[-1]) - first + 1) * present.size
+        if cells <= rows:
+            rank = np.zeros(int(present[-1]) + 1, dtype=np.int64)
+            rank[present] = np.arange(present.size)
+            cell = (bins - first) * present.size + rank[lanes]
+            used = np.flatnonzero(np.bincount(cell, minlength=cells))
+            keys = ((used // present.size + first) << LANE_BITS) | present[used % present.size]
+            # Summed as floats by bincount: exact up to 2^53 events.
+            counts = np.bincount(cell, weights=level.counts, minlength=cells)[used]
+            errors = np.bincount(cell, weights=level.errors, minlength=cells)[used]
+            return Level(shift, keys.astype(np.int64), counts.astype(np.int64),
+                          errors.astype(np.int64))
+    pairs = merge(((level.keys >> LANE_BITS) >> 1) << LANE_BITS | lanes, level.counts,
+                  level.errors)
+    return Level(level.shift + 1, pairs.keys, pairs.counts, pairs.errors)
 
 
 class Pyramid:
     """Activity bins at every resolution from ``2^base_shift`` ns up."""
 
     def __init__(self, base_shift: int, keys: Int64s, counts: Int64s,
-                 errors: Int64s) -> None:
+                 errors: Int64s, *, fill: bool = False) -> None:
         self.base_shift = base_shift
+        # Held while a level is built or the finest one extended: a request wanting
+        # levels another is building waits for them instead of building them again,
+        # and no level made from an older finest level outlives an extension.
         self._lock = threading.Lock()
+        # fill (a finished recording, never extended): once a level is asked for, the
+        # levels below it that were jumped over are built in the background, so that
+        # zooming in later finds them.
+        self._fill = fill
+        self._filler: threading.Thread | None = None
         base = merge(keys, counts, errors)
         self._levels: dict[int, Level] = {base_shift: Level(base_shift, base.keys,
                                                              base.counts, base.errors)}
@@ -94,7 +140,8 @@ class Pyramid:
         return int(self.base.counts.sum())
 
     def extend(self, keys: Int64s, counts: Int64s, errors: Int64s) -> None:
-        """Adds finest-level rows (a live recording's new events)."""
+        """Adds finest-level rows (a live recording's new events, or a finished
+        recording's all at once)."""
         if keys.size == 0:
             return
         with self._lock:
@@ -108,20 +155,38 @@ class Pyramid:
     def level(self, shift: int) -> Level:
         """The level whose bins are ``2^shift`` ns wide (at least the finest)."""
         shift = max(shift, self.base_shift)
+        found = self._levels.get(shift)
+        if found is not None:
+            return found
         with self._lock:
-            found = self._levels.get(shift)
-            if found is not None:
-                return found
-            finer = self._levels.get(shift - 1)
-        if finer is None:
-            finer = self.level(shift - 1)
-        lanes = finer.keys & LANE_MASK
-        coarse = ((finer.keys >> LANE_BITS) >> 1) << LANE_BITS | lanes
-        merged = merge(coarse, finer.counts, finer.errors)
-        made = Level(shift, merged.keys, merged.counts, merged.errors)
-        with self._lock:
-            self._levels.setdefault(shift, made)
-        return made
+            levels = self._levels
+            level = levels[max(s for s in levels if s <= shift)]  # built while we waited?
+            while level.shift < shift:
+                made = coarser(level, shift)
+                level = levels.setdefault(made.shift, made)
+            if self._fill and self._filler is None:
+                self._filler = threading.Thread(target=self._fill_skipped, daemon=True,
+                                                name="elixirscope-levels")
+                self._filler.start()
+            return level
+
+    def _fill_skipped(self) -> None:
+        """Builds the levels missing below the coarsest one built, finest first, by
+        merging pairs, without holding the lock while it works (a request needing one
+        of them first builds it itself)."""
+        while True:
+            with self._lock:
+                levels = self._levels
+                missing = [s for s in range(self.base_shift + 1, max(levels))
+                           if s not in levels]
+                if not missing:
+                    return
+                finer = levels[missing[0] - 1]
+            made = coarser(finer, finer.shift + 1)
+            with self._lock:
+                if self._levels is not levels:
+                    return
+                levels.setdefault(made.shift, made)
 
     def shift_for(self, lo_ns: int, hi_ns: int, bins: int) -> int:
         """The finest shift whose bins cut the window into at most ``bins`` pieces."""
@@ -152,12 +217,12 @@ class Pyramid:
     def totals(self, shift: int) -> tuple[Int64s, Int64s, Int64s]:
         """Bins, counts and errors at one level summed over lanes."""
         level = self.level(shift)
-        bins = level.keys >> LANE_BITS
+        bins = level.keys >> LANE_BITS  # sorted: the keys are, bin first
         if bins.size == 0:
             return bins, bins.copy(), bins.copy()
-        unique, inverse = np.unique(bins, return_inverse=True)
-        return (unique, np.bincount(inverse, weights=level.counts).astype(np.int64),
-                np.bincount(inverse, weights=level.errors).astype(np.int64))
+        starts = np.flatnonzero(np.concatenate(([True], bins[1:] != bins[:-1])))
+        return (bins[starts], np.add.reduceat(level.counts, starts),
+                np.add.reduceat(level.errors, starts))
 
 
 @dataclass(frozen=True)

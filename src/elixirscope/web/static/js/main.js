@@ -11,8 +11,8 @@ import { initShortcuts } from "./shortcuts.js";
 window.__es = { painted: 0, ready: false, timeline, focus };
 
 async function loadAll(first) {
-  const info = await api("/api/info");
-  const { lanes } = await api("/api/lanes");
+  // Both at once; then the timeline's window is asked for before the panels render.
+  const [info, { lanes }] = await Promise.all([api("/api/info"), api("/api/lanes")]);
   document.getElementById("rec-name").textContent = info.name;
   document.title = `ElixirScope — ${info.name}`;
   const badge = document.getElementById("live-badge");
@@ -22,9 +22,6 @@ async function loadAll(first) {
   if (info.live) window.__es.wasLive = true;
   timeline.setInfo(info);
   timeline.setLanes(lanes);
-  setProcesses(lanes);
-  renderFacts(info);
-  setDuration(info.duration);
   if (first) {
     const wanted = readHash();
     const d = Math.max(info.duration, 1e-6);
@@ -32,6 +29,12 @@ async function loadAll(first) {
     if (wanted.pid !== undefined) timeline.scrollToLane(wanted.pid);
   }
   timeline.refetch(0);
+  setProcesses(lanes);
+  if (first && focus.pid !== null) {
+    document.querySelector("#process-rows tr.selected")?.scrollIntoView({ block: "nearest" });
+  }
+  renderFacts(info);
+  setDuration(info.duration);
   window.__es.info = info;
   return info;
 }

@@ -94,9 +94,11 @@ async function load() {
     }
     history = await historyPromise;
     if (seq !== stateSeq) return;
-    const at = await api(`/api/state/${pid}/at`, { t: focus.t });
+    const t = focus.t;
+    const at = await api(`/api/state/${pid}/at`, { t });
     if (seq !== stateSeq) return;
     render(at);
+    body.dataset.shownT = String(t);  // which moment the panel shows (tests wait on it)
   } catch (error) {
     if (seq !== stateSeq) return;
     if (error instanceof ApiError && error.status >= 500) historyPid = null;

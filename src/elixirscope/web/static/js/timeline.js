@@ -112,7 +112,8 @@ function visibleLanes() {
 let fetchTimer = null;
 function refetch(delay = 40) {
   clearTimeout(fetchTimer);
-  fetchTimer = setTimeout(load, delay);
+  if (delay <= 0) load();  // now: the request leaves before whatever the caller does next
+  else fetchTimer = setTimeout(load, delay);
 }
 
 async function load() {
