@@ -169,7 +169,8 @@ def test_scrub_and_the_state_panel_changes(page: Any) -> None:
 
     def state_at(fraction: float) -> tuple[str, str]:
         page.mouse.click(scrubber["x"] + scrubber["width"] * fraction, y)
-        page.wait_for_timeout(600)
+        page.wait_for_function("document.getElementById('state-body').dataset.shownT === "
+                               "String(window.__es.focus.t)")
         return (page.inner_text("[data-testid=state-index]"),
                 page.inner_text("[data-testid=state-text]"))
 
