@@ -420,8 +420,10 @@ def test_finalize_twice_gives_the_same_tables(path: Path) -> None:
         return {t: rec.rows(f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
 
     before = contents()
-    correlate.finalize(rec.con)
+    phases: list[tuple[str, int, int]] = []
+    correlate.finalize(rec.con, progress=lambda *phase: phases.append(phase))
     assert contents() == before
+    assert phases == [(name, number, 6) for number, name in enumerate(correlate.PHASES, 1)]
     assert before["spans"][0][0] == a
     assert rec.rows("SELECT count(*) FROM duckdb_tables() WHERE temporary") == [(0,)]
 

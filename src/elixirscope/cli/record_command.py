@@ -11,6 +11,14 @@ from typing import Any
 
 import click
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from elixirscope.beam_names import parse_mfa_text
@@ -25,6 +33,7 @@ from elixirscope.cli.ui_command import (
     ui_options,
 )
 from elixirscope.dist.node import connect
+from elixirscope.recording.correlate import PHASES
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
 from elixirscope.tracing.scope import DEFAULT_INCLUDES, NoStateCallbacks, Scope, attach
@@ -194,19 +203,32 @@ def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: st
     output.err.print("finishing the recording: correlating calls, spans and messages ...")
     if ui is not None:
         ui.finishing()
-    stats = _stop(recorder)
+    stats = _stop(recorder, live)
     if ui is not None:
         ui.finished(path)
     return stats
 
 
-def _stop(recorder: Recorder) -> RecorderStats:
-    try:
-        return recorder.stop()
-    except KeyboardInterrupt:
-        output.err.print("finishing anyway: an interrupted finish would leave the file to "
-                         "be recovered when opened")
-        return recorder.stop()
+def _stop(recorder: Recorder, live: bool = False) -> RecorderStats:
+    """Stops and finishes the recording; with ``live``, a progress line says which
+    phase of the finish it is in and for how long (a 10 M-event recording takes half a
+    minute)."""
+    bar = Progress(SpinnerColumn(), TextColumn("finishing: {task.description}"),
+                   BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=output.err, transient=True) if live else None
+    task = bar.add_task("flushing", total=len(PHASES)) if bar is not None else None
+
+    def progress(phase: str, number: int, phases: int) -> None:
+        if bar is not None and task is not None:
+            bar.update(task, description=phase, completed=number - 1, total=phases)
+
+    with bar or contextlib.nullcontext():
+        try:
+            return recorder.stop(progress)
+        except KeyboardInterrupt:
+            output.err.print("finishing anyway: an interrupted finish would leave the "
+                             "file to be recovered when opened")
+            return recorder.stop(progress)
 
 
 def stats_line(stats: RecorderStats) -> str:

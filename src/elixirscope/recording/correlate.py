@@ -41,6 +41,7 @@ says what they assume (origin, width, error kinds, the events counted).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import duckdb
 
@@ -53,21 +54,28 @@ from elixirscope.recording.store import put_meta
 from elixirscope.tracing.events import KIND_CODES
 
 MAX_CHAIN_ROUNDS = 64
+# What finalize does, in order (for progress reports).
+PHASES = ("spans", "messages", "causal chains", "event columns", "processes",
+          "activity bins")
+Progress = Callable[[str, int, int], None]
 # Events the timeline marks as errors in its activity bins.
 ERROR_KINDS = (KIND_CODES["exception"], KIND_CODES["exit"])
 
 
-def finalize(con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> None:
+def finalize(con: duckdb.DuckDBPyConnection, *, threads: int | None = None,
+             progress: Progress | None = None) -> None:
     """Rebuilds the derived tables and the derived event columns, then marks the
     recording finalized; all or nothing. Runs with ``threads`` DuckDB threads (all
-    cores by default), restoring the connection's setting afterwards."""
+    cores by default), restoring the connection's setting afterwards. ``progress`` is
+    called as each phase begins, with its name (one of ``PHASES``), its number from 1
+    and how many there are."""
     cur = con.cursor()
     previous = cur.execute("SELECT current_setting('threads')").fetchone()
     try:
         cur.execute(f"SET threads = {int(threads or _cores())}")
         cur.execute("BEGIN")
         try:
-            _build(cur)
+            _build(cur, progress)
             put_meta(cur, {"finalized": True})
             cur.execute("COMMIT")
         except BaseException:
@@ -85,26 +93,39 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
-def _build(cur: duckdb.DuckDBPyConnection) -> None:
+def _build(cur: duckdb.DuckDBPyConnection, progress: Progress | None) -> None:
+    def begin(phase: str) -> None:
+        if progress is not None:
+            progress(phase, PHASES.index(phase) + 1, len(PHASES))
+
+    begin("spans")
     for name, ddl in schema.DERIVED_TABLES.items():
         cur.execute(f"DROP TABLE IF EXISTS {name}")
         cur.execute(ddl)
     for step in (sql.EVENT_DEPTH, sql.LOOKUPS, "DROP TABLE fz_ev", sql.FIRST_CLOSES,
-                 sql.SPANS, sql.MATCHES, sql.MESSAGES, sql.TRIGGERS, sql.CHAIN):
+                 sql.SPANS):
         cur.execute(step)
+    begin("messages")
+    for step in (sql.MATCHES, sql.MESSAGES, sql.TRIGGERS):
+        cur.execute(step)
+    begin("causal chains")
+    cur.execute(sql.CHAIN)
     for _ in range(MAX_CHAIN_ROUNDS):
         changed = cur.execute(sql.CHAIN_STEP).fetchone()
         if not changed or not changed[0]:
             break
     for step in (sql.INSERT_SPANS, sql.INSERT_MESSAGES):
         cur.execute(step)
+    begin("event columns")
     _rewrite_events(cur)
+    begin("processes")
     _load_names(cur)
     for step in (sql.INSERT_PROCESS_NAMES, sql.INSERT_SNAPSHOT_NAMES, sql.INSERT_PROCESSES,
                  sql.INSERT_LINKS):
         cur.execute(step)
     for table in sql.WORK_TABLES:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
+    begin("activity bins")
     _activity_bins(cur)
 
 

@@ -274,8 +274,9 @@ class Recorder:
         self._snapshot_rows = rows
         self._end_ts = end_ts
 
-    def finish(self) -> None:
-        """Blocking part of stopping: drain the ring, flush, finalize, close the file."""
+    def finish(self, progress: correlate.Progress | None = None) -> None:
+        """Blocking part of stopping: drain the ring, flush, finalize (``progress``:
+        see ``correlate.finalize``), close the file."""
         if self._finished:
             return
         self._finished = True
@@ -295,7 +296,7 @@ class Recorder:
         end_ts = self._end_ts if self._end_ts is not None else self.ingest.last_ts
         con.execute("UPDATE nodes SET ended_ts = ? WHERE node_id = ?", [end_ts, NODE_ID])
         try:
-            correlate.finalize(con)
+            correlate.finalize(con, progress=progress)
         finally:
             con.close()
 
@@ -303,10 +304,11 @@ class Recorder:
         await self.detach()
         await asyncio.to_thread(self.finish)
 
-    def stop(self) -> RecorderStats:
-        """Flushes and closes the recording (from any thread but the network loop's)."""
+    def stop(self, progress: correlate.Progress | None = None) -> RecorderStats:
+        """Flushes and closes the recording (from any thread but the network loop's);
+        ``progress`` hears of finalize's phases (see ``correlate.finalize``)."""
         asyncio.run_coroutine_threadsafe(self.detach(), self._loop).result()
-        self.finish()
+        self.finish(progress)
         return self.stats
 
     def __enter__(self) -> Recorder:
