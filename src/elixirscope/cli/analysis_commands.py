@@ -113,8 +113,7 @@ def stats(recording: Path, module: str | None, function: str | None, pid: str | 
         found = rec.call_stats(module=module, function=function, pid=_process(pid),
                                since=since, until=until, sort=sort, limit=limit or None)
     if as_json:
-        for row in found:
-            output.json_line(row.as_dict())
+        output.json_rows(found)
         return
     rows = [[str(row.count), _duration(row.acc_time), _duration(row.own_time),
              _duration(row.mean), _duration(row.p50), _duration(row.p95),
@@ -143,8 +142,7 @@ def repeats(recording: Path, min_count: int, min_size: int, module: str | None,
                                         module=module, function=function, pid=_process(pid),
                                         since=since, until=until, limit=limit or None)
         if as_json:
-            for tree in found:
-                output.json_line(tree.as_dict())
+            output.json_rows(found)
             return
         rows = [[_duration(tree.wasted), str(tree.count), str(tree.size),
                  _duration(tree.mean), str(tree.example.span_id), tree.mfa, tree.example.args,
@@ -187,8 +185,7 @@ def find(recording: Path, value: str, pid: str | None, module: str | None,
                           kind=list(kinds) or None, since=since, until=until,
                           limit=limit or None, order=order)
         if as_json:
-            for event in events:
-                output.json_line(event.as_dict())
+            output.json_rows(events)
             return
         _print_events(events, f"{recording}: {len(events)} events holding {value}")
 
@@ -217,8 +214,7 @@ def step(recording: Path, event_id: int, by: str, back: bool, count: int,
                 break
             walked.append(found)
     if as_json:
-        for event in walked:
-            output.json_line(event.as_dict())
+        output.json_rows(walked)
         return
     ended = "" if len(walked) > count else "; the recording has no step further"
     way = "back " if back else ""

@@ -52,8 +52,7 @@ def ps(node: str, cookie: str | None, name: str | None, sort: SortKey, limit: in
     with connect(node, cookie, own_name=name) as conn:
         rows = fetch_process_table(conn, sort=sort, limit=limit or None)
     if as_json:
-        for row in rows:
-            output.json_line(row.as_dict())
+        output.json_rows(rows)
     else:
         output.out.print(process_table(rows, f"{node}: {len(rows)} processes by {sort}"))
 

@@ -91,8 +91,7 @@ def query(recording: Path, pid: str | None, module: str | None, function: str | 
                             kind=list(kinds) or None, since=since, until=until, text=text,
                             limit=limit or None, order=order)
         if as_json:
-            for event in events:
-                output.json_line(event.as_dict())
+            output.json_rows(events)
             return
         _print_events(events, f"{recording}: {len(events)} events")
 
@@ -113,8 +112,7 @@ def spans(recording: Path, pid: str | None, module: str | None, function: str | 
                           min_duration=min_duration, slowest=slowest, since=since,
                           until=until, limit=limit or None)
         if as_json:
-            for span in found:
-                output.json_line(span.as_dict())
+            output.json_rows(found)
             return
         _print_spans(found, f"{recording}: {len(found)} calls")
 

@@ -64,8 +64,7 @@ def history(recording: Path, pid: str, limit: int, as_json: bool) -> None:
     with open_recording(recording) as rec:
         found = rec.state_history(_process(pid) or pid, limit=limit or None)
         if as_json:
-            for transition in found:
-                output.json_line(transition.as_dict())
+            output.json_rows(found)
             return
         table = Table(box=None, title=f"{recording}: {len(found)} transitions of {pid}")
         for header in ("#", "time (s)", "callback", "trigger", "changes"):
@@ -130,8 +129,7 @@ def state(recording: Path, pid: str, at: str | None, between: tuple[str, str] | 
             assert field is not None
             changes = rec.field_history(target, field)
             if as_json:
-                for change in changes:
-                    output.json_line(change.as_dict())
+                output.json_rows(changes)
                 return
             table = Table(box=None, title=f"{inspect(field)} of {pid}: {len(changes)} changes")
             for header in ("time (s)", "old", "new", "callback", "trigger"):
