@@ -264,6 +264,14 @@ def _quantiles(samples: Sequence[float]) -> tuple[float, float]:
     return float(np.percentile(samples, 50)), float(np.percentile(samples, 95))
 
 
+def _against_baseline(baseline: str, ours: str, times: Sequence[float],
+                      raw_times: Sequence[float]) -> None:
+    p50, p95 = _quantiles(times)
+    raw_p50, raw_p95 = _quantiles(raw_times)
+    print(f"  baseline, {baseline}: p50 {_ms(raw_p50)}, p95 {_ms(raw_p95)}; {ours} "
+          f"{p50 / raw_p50:.1f}x at p50, {p95 / raw_p95:.1f}x at p95")
+
+
 def _verdict(met: bool) -> str:
     return "goal met" if met else "goal missed"
 
@@ -348,14 +356,12 @@ def main(argv: Sequence[str] = ()) -> None:
             assert len(rows) == len(found)
             raw_times.append(raw_seconds)
         p50, p95 = _quantiles(times)
-        raw_p50, raw_p95 = _quantiles(raw_times)
         print(f"events(pid=..., since=t, until=t+1), {WINDOWS} random processes and windows "
               f"(default limit {EVENTS_LIMIT}; {np.mean(sizes):.0f} events returned on "
               f"average, {min(sizes)}..{max(sizes)}): p50 {_ms(p50)}, p95 {_ms(p95)}, max "
               f"{_ms(max(times))}")
-        print(f"  baseline, the same rows in plain SQL (raw columns, nothing decoded or "
-              f"formatted): p50 {_ms(raw_p50)}, p95 {_ms(raw_p95)}; events() "
-              f"{p50 / raw_p50:.1f}x at p50, {p95 / raw_p95:.1f}x at p95")
+        _against_baseline("the same rows in plain SQL (raw columns, nothing decoded or "
+                          "formatted)", "events()", times, raw_times)
         print(f"  goal: p95 at most {_ms(EVENTS_GOAL)}: {_ms(p95)}, "
               f"{_verdict(p95 <= EVENTS_GOAL)}")
 
@@ -376,14 +382,12 @@ def main(argv: Sequence[str] = ()) -> None:
             raw_times.append(raw_seconds)
         spans_total = recording.con.execute("SELECT count(*) FROM spans").fetchone()
         p50, p95 = _quantiles(times)
-        raw_p50, raw_p95 = _quantiles(raw_times)
         print(f"spans(module=..., function=..., slowest={SLOWEST}), {len(chosen)} functions "
               f"({spans_total[0] if spans_total else 0:,} spans in the recording; "
               f"{min(sizes)}..{max(sizes)} returned): p50 {_ms(p50)}, p95 {_ms(p95)}, max "
               f"{_ms(max(times))}")
-        print(f"  baseline, the same spans in plain SQL (span rows joined to their call and "
-              f"end events, nothing decoded): p50 {_ms(raw_p50)}, p95 {_ms(raw_p95)}; spans() "
-              f"{p50 / raw_p50:.1f}x at p50, {p95 / raw_p95:.1f}x at p95")
+        _against_baseline("the same spans in plain SQL (span rows joined to their call and "
+                          "end events, nothing decoded)", "spans()", times, raw_times)
         print(f"  goal: p95 at most {_ms(SPANS_GOAL)}: {_ms(p95)}, "
               f"{_verdict(p95 <= SPANS_GOAL)}")
 
