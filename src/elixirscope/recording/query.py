@@ -45,11 +45,13 @@ from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom, encode
 from elixirscope.recording import correlate, store
 from elixirscope.recording.results import (
+    EVENT_COLUMNS,
     CauseStep,
     Event,
     Message,
     Process,
     Span,
+    event_from_row,
     mfa_text,
     payload_text,
     payload_value,
@@ -58,16 +60,13 @@ from elixirscope.recording.state_diff import StateDiff
 from elixirscope.recording.state_results import FieldChange, Replay, StateTransition
 from elixirscope.recording.timespec import TimeSpec, seconds, wall_ns
 from elixirscope.recording.timetravel import TimeTravel
-from elixirscope.tracing.events import KIND_CODES, KINDS, TRUNCATED
+from elixirscope.tracing.events import KIND_CODES
 
 __all__ = ["QueryError", "Recording", "open_recording"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-_EVENT_COLUMNS = ("seq, node_id, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, "
-                  "other_pid_id, caller_mfa_id, target, payload, original_size, span_id, "
-                  "parent_span_id, message_id, correlation_id")
 _SPAN_COLUMNS = ("s.span_id, s.node_id, s.pid_id, s.mfa_id, s.depth, s.parent_span_id, "
                  "s.start_ts, s.end_ts, s.duration_ns, s.outcome, s.correlation_id, "
                  "s.trigger_message_id, s.end_seq")
@@ -326,22 +325,10 @@ class Recording:
         return found
 
     def _event(self, row: tuple[Any, ...]) -> Event:
-        (seq, node_id, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, other_pid_id,
-         caller_mfa_id, target, payload, original_size, span_id, parent_span_id,
-         message_id, correlation_id) = row
         dims = self._dims
-        module, function, arity = dims.functions.get(mfa_id, (None, None, None))
-        caller = dims.functions.get(caller_mfa_id)
-        return Event(
-            seq=seq, node=dims.nodes.get(node_id, ""), pid=dims.pids[pid_id][0],
-            pid_id=pid_id, pid_name=dims.name(pid_id), kind=KINDS.get(kind, f"kind{kind}"),
-            time=(ts + wall_offset - dims.start_wall_ns) / 1e9, ts=ts,
-            wall_ns=ts + wall_offset, hlc=hlc, module=module, function=function,
-            arity=arity, other_pid=dims.pid(other_pid_id),
-            caller=mfa_text(*caller) if caller else None, target=target,
-            payload=bytes(payload), truncated=bool(flags & TRUNCATED),
-            original_size=original_size, span_id=span_id, parent_span_id=parent_span_id,
-            message_id=message_id, correlation_id=correlation_id)
+        return event_from_row(row, node=dims.nodes.get(row[1], ""), pids=dims.pids,
+                              names=dims.names, functions=dims.functions,
+                              start_wall_ns=dims.start_wall_ns)
 
     # --- names --------------------------------------------------------------------------
 
@@ -802,7 +789,7 @@ class Recording:
 
 
 def _event_sql(where: _Where, direction: str, *extra: str) -> str:
-    return (f"SELECT {_EVENT_COLUMNS} FROM events {where.sql(*extra)} "
+    return (f"SELECT {EVENT_COLUMNS} FROM events {where.sql(*extra)} "
             f"ORDER BY hlc {direction}, seq {direction}")
 
 

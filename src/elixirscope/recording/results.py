@@ -9,6 +9,7 @@ gives a JSON-ready dict with the text in place of the bytes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError
 from elixirscope.etf import decode
+from elixirscope.tracing.events import KINDS, TRUNCATED
 
 
 def payload_value(payload: bytes) -> Any:
@@ -102,6 +104,43 @@ class Event:
 
     def as_dict(self) -> dict[str, Any]:
         return _as_dict(self, {"mfa": self.mfa, "text": self.text})
+
+
+# The columns event_from_row reads, in its order.
+EVENT_COLUMNS = ("seq, node_id, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, "
+                 "other_pid_id, caller_mfa_id, target, payload, original_size, span_id, "
+                 "parent_span_id, message_id, correlation_id")
+
+
+def event_from_row(row: Sequence[Any], *, node: str, pids: Mapping[int, tuple[str, int]],
+                   names: Mapping[int, tuple[str, ...]],
+                   functions: Mapping[int, tuple[str, str, int]],
+                   start_wall_ns: int) -> Event:
+    """An ``Event`` from a row of ``EVENT_COLUMNS``, with the recording's small tables
+    (``node``: the name of the row's node)."""
+    (seq, _, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, other_pid_id,
+     caller_mfa_id, target, payload, original_size, span_id, parent_span_id,
+     message_id, correlation_id) = row
+    module, function, arity = functions.get(mfa_id, (None, None, None))
+    caller = functions.get(caller_mfa_id)
+    found_names = names.get(pid_id)
+    return Event(
+        seq=seq, node=node, pid=_pid_text(pids, pid_id), pid_id=pid_id,
+        pid_name=found_names[0] if found_names else None,
+        kind=KINDS.get(kind, f"kind{kind}"),
+        time=(ts + wall_offset - start_wall_ns) / 1e9, ts=ts, wall_ns=ts + wall_offset,
+        hlc=hlc, module=module, function=function, arity=arity,
+        other_pid=None if other_pid_id is None else _pid_text(pids, other_pid_id),
+        caller=mfa_text(*caller) if caller else None, target=target,
+        payload=bytes(payload), truncated=bool(flags & TRUNCATED),
+        original_size=original_size, span_id=span_id, parent_span_id=parent_span_id,
+        message_id=message_id, correlation_id=correlation_id)
+
+
+def _pid_text(pids: Mapping[int, tuple[str, int]], pid_id: int) -> str:
+    # A live recording's pids table may lag its events by one flush.
+    found = pids.get(pid_id)
+    return found[0] if found else f"pid_id {pid_id}"
 
 
 @dataclass(frozen=True)

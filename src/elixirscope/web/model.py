@@ -32,11 +32,16 @@ import numpy.typing as npt
 
 from elixirscope.errors import ElixirScopeError
 from elixirscope.recording.query import QueryError, Recording, clean_exit, open_recording
-from elixirscope.recording.results import Event, mfa_text, payload_text
+from elixirscope.recording.results import (
+    Event,
+    event_from_row,
+    mfa_text,
+    payload_text,
+)
 from elixirscope.recording.schema import ACTIVITY_BINS_META
 from elixirscope.recording.state_results import StateTransition
 from elixirscope.recording.store import RecordingError, read_meta
-from elixirscope.tracing.events import KIND_CODES, KINDS, TRUNCATED
+from elixirscope.tracing.events import KIND_CODES, KINDS
 from elixirscope.web.lod import (
     LANE_BITS,
     OUTCOMES,
@@ -590,25 +595,10 @@ class View:
                 f"other_pid_id, caller_mfa_id, target, payload, original_size, {extra}")
 
     def _event_from_row(self, row: tuple[Any, ...]) -> Event:
-        (seq, node_id, pid_id, kind, flags, ts, wall_offset, hlc, mfa_id, other_pid_id,
-         caller_mfa_id, target, payload, original_size, span_id, parent_span_id,
-         message_id, correlation_id) = row
         dims = self.dims
-        module, function, arity = dims.functions.get(mfa_id, (None, None, None))
-        caller = dims.functions.get(caller_mfa_id)
-        return Event(
-            seq=seq, node=dims.nodes.get(node_id, {}).get("name", ""),
-            pid=dims.pids[pid_id][0] if pid_id in dims.pids else f"pid_id {pid_id}",
-            pid_id=pid_id, pid_name=(dims.names.get(pid_id) or (None,))[0],
-            kind=KINDS.get(kind, f"kind{kind}"),
-            time=(ts + wall_offset - dims.start_wall_ns) / 1e9, ts=ts,
-            wall_ns=ts + wall_offset, hlc=hlc, module=module, function=function, arity=arity,
-            other_pid=None if other_pid_id is None else dims.pids.get(other_pid_id,
-                                                                      ("?", 0))[0],
-            caller=mfa_text(*caller) if caller else None, target=target,
-            payload=bytes(payload), truncated=bool(flags & TRUNCATED),
-            original_size=original_size, span_id=span_id, parent_span_id=parent_span_id,
-            message_id=message_id, correlation_id=correlation_id)
+        return event_from_row(row, node=dims.nodes.get(row[1], {}).get("name", ""),
+                              pids=dims.pids, names=dims.names, functions=dims.functions,
+                              start_wall_ns=dims.start_wall_ns)
 
     def _raw_event(self, seq: int) -> tuple[Event, int | None]:
         with self.cursor() as cur:
