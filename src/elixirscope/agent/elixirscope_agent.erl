@@ -69,7 +69,10 @@
     state_roles = #{},
     states = #{}, state_bytes = 0,
     pending = #{},
-    checks = 0
+    checks = 0,
+    %% What the relay learned of a function's calls: Mfa => #{elide => [{Position,
+    %% '$elided'}], timed => true}, applied to its patterns (see clause_ms/3).
+    adapt = #{}
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -184,6 +187,7 @@ default_limits() ->
       max_duration_s => 600,
       max_queue_len => 50000,
       max_term_bytes => 4096,
+      elide_arg_bytes => 2048,
       max_node_memory_mb => infinity,
       max_cpu_percent => infinity,
       max_relay_heap_mb => 256,
@@ -283,46 +287,41 @@ on_trace(_Msg, St = #st{tripped = Tripped}) when Tripped =/= false ->
 on_trace(Msg, St0) ->
     St = St0#st{received = St0#st.received + 1},
     case classify(Msg) of
-        {call, Pid, {M, F, Args}, Caller, Ts} ->
-            Mfa = {M, F, length(Args)},
+        {call, Pid, Mfa, Args, Caller, Ends, Ts} ->
             {{Rate, WantArgs, Refs}, Routed0} = call_route(Mfa, Pid, St),
             {Role, Routed} = state_on_call(Mfa, Pid, Args, Routed0),
-            case keep(Pid, Rate, Routed) of
+            case keep_call(Pid, Mfa, Rate, Ends, Caller, Routed) of
                 {false, St1} ->
                     state_after_call(Role, Pid, Ts, Mfa, Args, Refs, sampled_out(Refs, St1));
                 {true, St1} ->
-                    Payload = if WantArgs -> strip_args(Role, Args); true -> [] end,
+                    Payload = if WantArgs -> Args; true -> [] end,
                     {CallerIdx, St2} = case Caller of
                                            none -> {0, St1};
                                            _ -> caller_index(Caller, St1)
                                        end,
                     Flags = (if Caller =:= none -> 0; true -> 4 end) bor
-                        (if is_tuple(Rate) -> 8; true -> 0 end),
-                    St3 = record(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload, Refs, St2),
-                    state_after_call(Role, Pid, Ts, Mfa, Args, Refs, St3)
+                        (if Ends =:= none -> 0; true -> 8 end),
+                    {Size, St3} = record_sized(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload,
+                                               Refs, St2),
+                    St4 = elide_large_args(Size, Mfa, Args, St3),
+                    state_after_call(Role, Pid, Ts, Mfa, Args, Refs, St4)
             end;
         {Kind, Pid, Mfa, Value, Ts} when Kind =:= return; Kind =:= exception ->
-            {{_, _, Refs}, Routed0} = call_route(Mfa, Pid, St),
+            St0a = end_timed_above(Pid, Ts, St),
+            {{_, _, Refs}, Routed0} = call_route(Mfa, Pid, St0a),
             {Role, Old, Routed} = state_on_return(Mfa, Pid, Routed0),
             case pop(Pid, Routed) of
                 {false, St1} -> sampled_out(Refs, St1);
                 {true, St1} when Kind =:= return ->
-                    St2 = record(2, 0, Pid, Ts, Mfa, 0, strip_return(Role, Value), Refs, St1),
-                    state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St2);
+                    {Size, St2} = record_sized(2, 0, Pid, Ts, Mfa, 0, strip_return(Role, Value),
+                                               Refs, St1),
+                    St3 = time_only_if_large(Size, Role, Mfa, Value, St2),
+                    state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St3);
                 {true, St1} ->
                     record(3, 0, Pid, Ts, Mfa, 0, Value, Refs, St1)
             end;
-        {return_to, Pid, Mfa, Ts} ->
-            %% Returns into untraced code (the caller of the outermost traced call)
-            %% say nothing the return itself did not.
-            case call_route(Mfa, Pid, St) of
-                {{_, _, []}, Routed} -> Routed;
-                {{Rate, _, Refs}, Routed} ->
-                    case keep(Pid, plain_rate(Rate), Routed) of
-                        {true, Kept} -> record(16, 0, Pid, Ts, Mfa, 0, [], Refs, Kept);
-                        {false, Out} -> sampled_out(Refs, Out)
-                    end
-            end;
+        {return_to, Pid, Into, Ts} ->
+            returned_into(Pid, Into, Ts, St);
         {Code, Pid, Other, Mfa, Value, Ts} ->
             St1 = adopt_on_spawn(Code, Pid, Other, St),
             case membership(Pid, St1) of
@@ -348,8 +347,16 @@ bump_trace(Ref, Key, N, Traces) ->
     end.
 
 %% {Code, Pid, OtherPidOrNone, Mfa, Payload, Ts} for process events.
-classify({trace_ts, Pid, call, Mfa, Ts}) -> {call, Pid, Mfa, none, Ts};
-classify({trace_ts, Pid, call, Mfa, Caller, Ts}) -> {call, Pid, Mfa, Caller, Ts};
+%% Calls come with the arity flag: the VM copies into the trace message only what the
+%% pattern's {message, {Args, Caller, Ends}} asks for (see clause_ms/3), never the
+%% whole argument list by itself. Ends says what closes the call: value (a return or
+%% exception with its value follows), time (a return_to, without the value) or none.
+classify({trace_ts, Pid, call, {M, F, A}, {Args, Caller, Ends}, Ts}) when is_integer(A) ->
+    {call, Pid, {M, F, A}, Args, Caller, Ends, Ts};
+classify({trace_ts, Pid, call, {M, F, A}, _, Ts}) when is_integer(A) ->
+    {call, Pid, {M, F, A}, '$not_recorded', none, none, Ts};
+classify({trace_ts, Pid, call, {M, F, A}, Ts}) when is_integer(A) ->
+    {call, Pid, {M, F, A}, '$not_recorded', none, none, Ts};
 classify({trace_ts, Pid, return_from, Mfa, Value, Ts}) -> {return, Pid, Mfa, Value, Ts};
 classify({trace_ts, Pid, exception_from, Mfa, Value, Ts}) -> {exception, Pid, Mfa, Value, Ts};
 classify({trace_ts, Pid, return_to, Mfa, Ts}) -> {return_to, Pid, Mfa, Ts};
@@ -388,25 +395,100 @@ caller_index({M, F, A}, St) when is_atom(M), is_atom(F), is_integer(A) ->
 caller_index(_, St) ->
     {0, St}.
 
-%% Sampling of calls: the decision for a call is remembered on the process's stack
-%% so its return or exception is kept or dropped with it.
-plain_rate({stack, Rate}) -> Rate;
-plain_rate(Rate) -> Rate.
-
-keep(Pid, {stack, Rate}, St) ->
-    {Keep, _} = keep(Pid, Rate, St),
-    Stacks = St#st.stacks,
-    Stack = maps:get(Pid, Stacks, []),
-    {Keep, St#st{stacks = Stacks#{Pid => [Keep | Stack]}}};
+%% Sampling of calls: the decision for a call is remembered on the process's stack of
+%% open frames, {Mfa, Keep, Ends}, so what closes it is kept or dropped with it.
 keep(_Pid, Rate, St) ->
     {Rate >= 1.0 andalso St#st.adaptive >= 1.0
          orelse rand:uniform() < Rate * St#st.adaptive, St}.
 
+keep_call(Pid, Mfa, Rate, Ends, Caller, St) ->
+    {Keep, St1} = keep(Pid, Rate, St),
+    case Ends of
+        none -> {Keep, St1};
+        value -> {Keep, push_frame(Pid, {Mfa, Keep, value}, St1)};
+        time -> {Keep, push_frame(Pid, {Mfa, Keep, {time, Caller}}, St1)}
+    end.
+
+push_frame(Pid, Frame, St = #st{stacks = Stacks}) ->
+    St#st{stacks = Stacks#{Pid => [Frame | maps:get(Pid, Stacks, [])]}}.
+
+set_stack(Pid, [], St) -> St#st{stacks = maps:remove(Pid, St#st.stacks)};
+set_stack(Pid, Stack, St) -> St#st{stacks = (St#st.stacks)#{Pid => Stack}}.
+
 pop(Pid, St) ->
-    Stacks = St#st.stacks,
-    case maps:get(Pid, Stacks, []) of
-        [Keep | Rest] -> {Keep, St#st{stacks = Stacks#{Pid => Rest}}};
+    case maps:get(Pid, St#st.stacks, []) of
+        [{_, Keep, _} | Rest] -> {Keep, set_stack(Pid, Rest, St)};
         [] -> {true, St}
+    end.
+
+%% A frame closed by time only (its function's values are not shipped: they were too
+%% large) ends when the VM says the process returned into the function that called
+%% it. A chain of tail calls returns once, so every frame of the chain, all called
+%% from there, ends then; a frame whose caller the VM could not tell ends alone.
+returned_into(Pid, Into, Ts, St) ->
+    case maps:get(Pid, St#st.stacks, []) of
+        [{Mfa, Keep, {time, Caller}} | Rest] when Caller =:= Into ->
+            returned_into(Pid, Into, Ts, timed_end(Pid, Mfa, Keep, Ts, set_stack(Pid, Rest, St)));
+        [{Mfa, Keep, {time, Caller}} | Rest] when not is_tuple(Caller) ->
+            timed_end(Pid, Mfa, Keep, Ts, set_stack(Pid, Rest, St));
+        _ -> St
+    end.
+
+%% A return or exception with its value closes its own frame; frames closed by time
+%% that are still above it ended before it.
+end_timed_above(Pid, Ts, St) ->
+    case maps:get(Pid, St#st.stacks, []) of
+        [{Mfa, Keep, {time, _}} | Rest] ->
+            end_timed_above(Pid, Ts, timed_end(Pid, Mfa, Keep, Ts, set_stack(Pid, Rest, St)));
+        _ -> St
+    end.
+
+%% What the VM copies into a call's trace message is decided before the copy, by the
+%% function's pattern. When a call's arguments turn out large (past elide_arg_bytes:
+%% typically a process state handed from function to function), the positions that
+%% are large, binaries aside (the VM shares those rather than copying them), are no
+%% longer shipped; when a return value does, the function's calls are closed by time
+%% alone. Either costs one pattern change per function, and the calls in between
+%% still arrive whole.
+elide_large_args(Size, Mfa, Args, St = #st{adapt = Adapt, limits = L}) when is_list(Args) ->
+    Max = map_get(elide_arg_bytes, L),
+    case is_integer(Max) andalso Size > Max andalso has_pattern(Mfa, St) of
+        false -> St;
+        true ->
+            Known = maps:get(elide, maps:get(Mfa, Adapt, #{}), []),
+            Large = [{I, '$elided'} || {I, A} <- lists:zip(lists:seq(1, length(Args)), Args),
+                                       not is_binary(A), not lists:keymember(I, 1, Known),
+                                       erlang:external_size(A) > Max div 2],
+            case Large of
+                [] -> St;
+                _ -> readapt(Mfa, elide, lists:ukeysort(1, Known ++ Large), St)
+            end
+    end;
+elide_large_args(_, _, _, St) -> St.
+
+time_only_if_large(Size, none, Mfa, Value, St = #st{adapt = Adapt, limits = L})
+  when not is_binary(Value) ->
+    Max = map_get(elide_arg_bytes, L),
+    case is_integer(Max) andalso Size > Max andalso has_pattern(Mfa, St)
+        andalso not maps:get(timed, maps:get(Mfa, Adapt, #{}), false) of
+        true -> readapt(Mfa, timed, true, St);
+        false -> St
+    end;
+time_only_if_large(_, _, _, _, St) -> St.
+
+%% Only a function with a pattern of its own can be narrowed (not one reached through
+%% a process trace's pattern on every function).
+has_pattern(Mfa, St) -> maps:is_key(Mfa, St#st.applied_patterns).
+
+readapt(Mfa, Key, Value, St = #st{adapt = Adapt}) ->
+    apply_state(St#st{adapt = Adapt#{Mfa => (maps:get(Mfa, Adapt, #{}))#{Key => Value}}}).
+
+%% Flag 32: the call ended here; how (a value or an exception) was not recorded.
+timed_end(Pid, Mfa, Keep, Ts, St) ->
+    {{_, _, Refs}, St1} = call_route(Mfa, Pid, St),
+    case Keep of
+        true -> record(2, 32, Pid, Ts, Mfa, 0, '$not_recorded', Refs, St1);
+        false -> sampled_out(Refs, St1)
     end.
 
 maybe_forget(9, Pid, St) ->
@@ -471,28 +553,18 @@ call_route(Mfa, Pid, St) ->
                               {rejected, _} -> [];
                               Member -> Member
                           end,
-            %% A process trace's call pattern always asks for returns.
-            ProcessRate = case ProcessRefs of [] -> 1.0; _ -> {stack, 1.0} end,
-            {{ProcessRate, true, ProcessRefs}, St1};
+            {{1.0, true, ProcessRefs}, St1};
         _ -> {{Rate, WantArgs, Refs}, St1}
     end.
 
 compute_route({M, F, A}, St) ->
-    Matching = [{R, T} || {R, T} <- maps:to_list(St#st.traces), covers(T, M, F, A)],
+    Matching = [T || T <- maps:values(St#st.traces), covers(T, M, F, A)],
     case Matching of
         [] -> {1.0, true, []};
         _ ->
-            Returns = lists:any(fun({_, #{patterns := Ps}}) ->
-                                        lists:any(fun({P, _, Ms}) ->
-                                                          pattern_covers(P, M, F, A)
-                                                              andalso ms_returns(Ms)
-                                                  end, Ps)
-                                end, Matching),
-            Rate = lists:max([maps:get(rate, T) || {_, T} <- Matching]),
-            %% A rate tagged {stack, Rate} keeps its decisions for the returns.
-            {if Returns -> {stack, Rate}; true -> Rate end,
-             lists:any(fun({_, T}) -> maps:get(want_args, T) end, Matching),
-             [R || {R, _} <- Matching]}
+            {lists:max([maps:get(rate, T) || T <- Matching]),
+             lists:any(fun(T) -> maps:get(want_args, T) end, Matching),
+             [R || {R, T} <- maps:to_list(St#st.traces), covers(T, M, F, A)]}
     end.
 
 covers(#{kind := module, module := M, functions := Fs}, M, F, A) ->
@@ -500,10 +572,6 @@ covers(#{kind := module, module := M, functions := Fs}, M, F, A) ->
 covers(#{kind := function, module := M, function := F, arity := Ar}, M, F, A) ->
     Ar =:= '_' orelse Ar =:= A;
 covers(_, _, _, _) -> false.
-
-pattern_covers({PM, PF, PA}, M, F, A) ->
-    (PM =:= '_' orelse PM =:= M) andalso (PF =:= '_' orelse PF =:= F)
-        andalso (PA =:= '_' orelse PA =:= A).
 
 pid_index(Pid, St = #st{pids = Pids}) ->
     case Pids of
@@ -531,10 +599,14 @@ mfa_index(Mfa, St = #st{mfas = Mfas}) ->
 %%        is the process the name resolved to, or 0), 4 Other is the caller's MFA
 %%        index, 8 a return or exception will follow this call.
 %%        16 (state records) the payload is a whole state, not a delta.
-record(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St) ->
+record(Kind, Flags, Pid, Ts, Mfa, Other, Value, Refs, St) ->
+    element(2, record_sized(Kind, Flags, Pid, Ts, Mfa, Other, Value, Refs, St)).
+
+%% record/9, also giving the payload's size before any cut.
+record_sized(Kind, Flags0, Pid, Ts, Mfa, Other, Value, Refs, St) ->
     {Payload, OrigSize, Truncated} = encode_payload(Value, maps:get(max_term_bytes, St#st.limits)),
     Flags = if Truncated -> Flags0 bor 1; true -> Flags0 end,
-    append(Kind, Flags, Pid, Ts, Mfa, Other, Payload, OrigSize, Refs, St).
+    {OrigSize, append(Kind, Flags, Pid, Ts, Mfa, Other, Payload, OrigSize, Refs, St)}.
 
 append(Kind, Flags, Pid, Ts, Mfa, Other, Payload, OrigSize, Refs, St0) ->
     {PidIdx, St1} = pid_index(Pid, St0),
@@ -755,7 +827,8 @@ state_callbacks(gen_statem, M) ->
 with_state(T = #{patterns := Patterns}, Behaviour, M, Scope) ->
     Roles = state_callbacks(Behaviour, M),
     Guard = case Scope of any -> []; Pid -> [{'=:=', {self}, Pid}] end,
-    Extra = [{Mfa, global, [{'_', Guard, [{exception_trace}]}]} || {Mfa, _} <- Roles],
+    Extra = [{Mfa, global, with_elided([capture(Guard, value, false)], role_elide(Role))}
+             || {Mfa, Role} <- Roles],
     Functions = case T of
                     #{functions := Fs} -> lists:usort(Fs ++ [{F, A} || {{_, F, A}, _} <- Roles]);
                     _ -> undefined
@@ -792,7 +865,7 @@ state_on_call(Mfa, Pid, Args, St) ->
         none -> {none, St};
         Role ->
             Pending = St#st.pending,
-            Old = old_state(Role, element(2, Mfa), Args),
+            Old = old_state(Role, element(2, Mfa), Args, last_state(Pid, St)),
             {Role, St#st{pending = Pending#{Pid => [Old | maps:get(Pid, Pending, [])]}}}
     end.
 
@@ -822,29 +895,30 @@ state_after_call(_, _, _, _, _, _, St) -> St.
 state_on_result(none, _, _, _, _, _, _, St) -> St;
 state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St) ->
     case new_state(Role, Value, Old) of
+        {ok, {_, '$unknown'}} -> St;
         {ok, New} -> emit_state(Pid, Ts, Mfa, New, Refs, St);
         none -> St
     end.
 
-old_state(gs_call, _, [_, _, S]) -> S;
-old_state(gs_noreply, _, [_, S]) -> S;
-old_state(gs_code_change, _, [_, S, _]) -> S;
-old_state(gs_terminate, _, [_, S]) -> S;
-old_state(sm_state, F, [_, _, D]) -> {F, D};
-old_state(sm_event, _, [_, _, S, D]) -> {S, D};
-old_state(sm_code_change, _, [_, S, D, _]) -> {S, D};
-old_state(sm_terminate, _, [_, S, D]) -> {S, D};
-old_state(_, _, _) -> unknown.
+%% The state a callback was given is not shipped with its call: it is the last state
+%% the relay knows of the process ('$unknown' when it knows none). A gen_statem's
+%% state name is small and comes with the call.
+last_state(Pid, St) ->
+    case maps:get(Pid, St#st.states, none) of
+        {_, _, Last, _} -> Last;
+        _ -> '$unknown'
+    end.
 
-strip_args(gs_call, [A, B, _]) -> [A, B, '$state'];
-strip_args(gs_noreply, [A, _]) -> [A, '$state'];
-strip_args(gs_code_change, [V, _, E]) -> [V, '$state', E];
-strip_args(gs_terminate, [R, _]) -> [R, '$state'];
-strip_args(sm_state, [T, C, _]) -> [T, C, '$state'];
-strip_args(sm_event, [T, C, S, _]) -> [T, C, S, '$state'];
-strip_args(sm_code_change, [V, S, _, E]) -> [V, S, '$state', E];
-strip_args(sm_terminate, [R, S, _]) -> [R, S, '$state'];
-strip_args(_, Args) -> Args.
+old_state(Role, _, _, Last) when Role =:= gs_call; Role =:= gs_noreply;
+                                 Role =:= gs_code_change; Role =:= gs_terminate -> Last;
+old_state(sm_state, F, _, Last) -> {F, statem_data(Last)};
+old_state(sm_event, _, [_, _, S, _], Last) -> {S, statem_data(Last)};
+old_state(sm_code_change, _, [_, S, _, _], Last) -> {S, statem_data(Last)};
+old_state(sm_terminate, _, [_, S, _], Last) -> {S, statem_data(Last)};
+old_state(_, _, _, _) -> '$unknown'.
+
+statem_data({_, D}) -> D;
+statem_data(_) -> '$unknown'.
 
 new_state(gs_init, {ok, S}, _) -> {ok, S};
 new_state(gs_init, {ok, S, _}, _) -> {ok, S};
@@ -990,7 +1064,10 @@ sweep_states(St = #st{checks = C}) when C rem 50 =/= 0 -> St#st{checks = C + 1};
 sweep_states(St = #st{checks = C, states = States}) ->
     Dead = [P || P <- maps:keys(States), node(P) =:= node(), not is_process_alive(P)],
     St1 = lists:foldl(fun drop_state/2, St, Dead),
-    St1#st{checks = C + 1, pending = maps:without(Dead, St1#st.pending)}.
+    Stacks = St1#st.stacks,
+    Gone = [P || P <- maps:keys(Stacks), node(P) =:= node(), not is_process_alive(P)],
+    St1#st{checks = C + 1, pending = maps:without(Dead, St1#st.pending),
+           stacks = maps:without(Gone, Stacks)}.
 
 diff(Old, New) when is_map(Old), is_map(New) ->
     {Changed, Added} =
@@ -1241,7 +1318,8 @@ handle_request({stop_trace, TRef}, St) ->
             {{ok, summary(TRef, T#{status => stopped})}, St2}
     end;
 handle_request(list_traces, St) ->
-    {[summary(R, T) || {R, T} <- maps:to_list(St#st.traces)], St};
+    {[(summary(R, T))#{narrowed => narrowed(T, St#st.adapt)}
+      || {R, T} <- maps:to_list(St#st.traces)], St};
 handle_request({set_limits, New}, St) ->
     Limits = limits(New, St#st.limits),
     set_heap_limit(Limits),
@@ -1277,19 +1355,24 @@ handle_request(shutdown, St) ->
 handle_request(Other, St) ->
     {{error, {unknown_request, Other}}, St}.
 
+%% A module trace sees local calls too (a call from inside the module, without the
+%% module's name) unless calls => global asks for fully qualified calls only: cheaper
+%% where most calls are local, since those never reach a breakpoint.
 trace_spec(module, Spec = #{module := M, level := Level, only := Only, exclude := Exclude,
                            rate := Rate}) ->
     case {module_functions(M, Level), maps:get(state, Spec, false)} of
         {{error, _} = E, _} -> E;
         {{ok, All}, WantState} ->
             Fs = select(All, Only, Exclude),
-            Ms = level_ms(Level),
-            Where = case Level of full -> local; _ -> global end,
-            Flags = [call] ++ case Level of full -> [return_to]; _ -> [] end,
+            Where = case maps:get(calls, Spec, local) of global -> global; _ -> local end,
+            Clauses = level_capture(Level),
+            States = state_positions(M, Fs),
             T = #{kind => module, module => M, functions => Fs, level => Level,
-                  rate => float(Rate), want_args => true,
-                  patterns => [{{M, F, A}, Where, Ms} || {F, A} <- Fs],
-                  flags => #{all => Flags}},
+                  rate => float(Rate), want_args => true, calls => Where,
+                  patterns => [{{M, F, A}, Where,
+                                with_elided(Clauses, maps:get({F, A}, States, []))}
+                               || {F, A} <- Fs],
+                  flags => #{all => [call]}},
             case WantState of
                 false -> {ok, T};
                 true ->
@@ -1299,18 +1382,21 @@ trace_spec(module, Spec = #{module := M, level := Level, only := Only, exclude :
                     end
             end
     end;
-trace_spec(function, #{module := M, function := F, arity := A, capture := Capture,
-                       match := Match, rate := Rate}) ->
-    case function_arities(M, F, A) of
-        {error, _} = E -> E;
-        {ok, Arities} ->
-            Ms = case Match of
-                     undefined -> capture_ms(Capture);
-                     _ -> Match
-                 end,
+trace_spec(function, Spec = #{module := M, function := F, arity := A, capture := Capture,
+                              match := Match, rate := Rate}) ->
+    Level = maps:get(level, Spec, undefined),
+    case {function_arities(M, F, A), Match} of
+        {{error, _} = E, _} -> E;
+        {_, Ms} when Ms =/= undefined, not is_list(Ms) -> {error, {bad_match_spec, Ms}};
+        {{ok, Arities}, _} ->
+            Capturing = case Match of
+                            undefined -> function_capture(Level, Capture);
+                            _ -> {match, user_ms(Match)}
+                        end,
             {ok, #{kind => function, module => M, function => F, arity => A,
-                   rate => float(Rate), want_args => lists:member(args, Capture),
-                   patterns => [{{M, F, Ar}, local, Ms} || Ar <- Arities],
+                   rate => float(Rate),
+                   want_args => Level =/= undefined orelse lists:member(args, Capture),
+                   patterns => [{{M, F, Ar}, local, Capturing} || Ar <- Arities],
                    flags => #{all => [call]}}}
     end;
 trace_spec(process, #{target := Target, include := Include, children := Children,
@@ -1326,7 +1412,7 @@ trace_spec(process, #{target := Target, include := Include, children := Children
             %% their calls show only where another trace covers the function.
             Patterns = case lists:member(calls, Include) of
                            true -> [{{'_', '_', '_'}, global,
-                                     [{'_', [{'=:=', {self}, Pid}], [{exception_trace}]}]}];
+                                     [capture([{'=:=', {self}, Pid}], value, false)]}];
                            false -> []
                        end,
             T = #{kind => process, pid => Pid, rate => 1.0, want_args => true,
@@ -1374,35 +1460,120 @@ drop_members(TRef, St) ->
                                                          not lists:member(P, Roots)],
     St#st{members = maps:from_list(Kept)}.
 
+%% The functions of a trace whose calls ship less than the trace asked for, and
+%% what they leave out: [{Mfa, ElidedPositions, ValuesRecorded}].
+narrowed(T, Adapt) ->
+    [{Mfa, [P || {P, _} <- maps:get(elide, A, [])], not maps:get(timed, A, false)}
+     || {{M, F, Ar} = Mfa, A} <- lists:sort(maps:to_list(Adapt)), covers(T, M, F, Ar)].
+
 summary(TRef, T) ->
     maps:with([ref, kind, module, function, arity, pid, level, rate, child_rate, status,
                started_at, children, include, captured, dropped, sampled_out, state],
               T#{ref => TRef}).
 
-%% A pattern without actions is `true`, cheaper in the traced process than the
-%% equivalent [{'_', [], []}].
-level_ms(basic) -> true;
-level_ms(detailed) -> [{'_', [], [{exception_trace}]}];
-level_ms(full) -> [{'_', [], [{exception_trace}, {message, {caller}}]}].
+%% What a pattern ships of each call, as a list of clauses (the first whose guard holds
+%% applies): #{guard, ends, caller, elide}. ends: value (return or exception with
+%% its value), none; caller: whether the caller comes too; elide: argument positions
+%% never shipped, as {Position, Marker}. clause_ms/3 turns them into a match
+%% specification; what the relay learned about a function (adapt) narrows it.
+level_capture(basic) -> [capture([], none, false)];
+level_capture(detailed) -> [capture([], value, false)];
+level_capture(full) -> [capture([], value, true)].
 
-capture_ms(Capture) ->
-    Returns = lists:member(returns, Capture) orelse lists:member(exceptions, Capture),
-    Caller = lists:member(caller, Capture),
-    case [{exception_trace} || Returns] ++ [{message, {caller}} || Caller] of
-        [] -> true;
-        Actions -> [{'_', [], Actions}]
+function_capture(Level, _) when is_atom(Level), Level =/= undefined -> level_capture(Level);
+function_capture(_, Capture) ->
+    Ends = case lists:member(returns, Capture) orelse lists:member(exceptions, Capture) of
+               true -> value;
+               false -> none
+           end,
+    [capture([], Ends, lists:member(caller, Capture))].
+
+capture(Guard, Ends, Caller) ->
+    #{guard => Guard, ends => Ends, caller => Caller, elide => []}.
+
+%% The process state a behaviour hands its callbacks is their last argument (the
+%% second of code_change/3): it is never shipped with the call. State capture takes
+%% it from the callback's return instead.
+state_positions(M, Functions) ->
+    Generic = case is_behaviour_module(M) of
+                  true -> [{{F, A}, [{state_position(F, A), '$state'}]}
+                           || {F, A} <- Functions, A > 0, is_state_callback(F, A)];
+                  false -> []
+              end,
+    Known = case callback_behaviour(M) of
+                none -> [];
+                B -> [{{F, A}, role_elide(Role)} || {{_, F, A}, Role} <- state_callbacks(B, M)]
+            end,
+    maps:from_list(Generic ++ Known).
+
+role_elide(Role) ->
+    case lists:keyfind(Role, 1, [{gs_call, 3}, {gs_noreply, 2}, {gs_code_change, 2},
+                                 {gs_terminate, 2}, {sm_state, 3}, {sm_event, 4},
+                                 {sm_code_change, 3}, {sm_terminate, 3}]) of
+        {_, Position} -> [{Position, '$state'}];
+        false -> []
     end.
 
-%% Whether a pattern produces returns: their calls' sampling decisions are kept on a
-%% stack until the return comes, and only then.
-ms_returns(true) -> false;
-ms_returns(Ms) when is_list(Ms) ->
-    lists:any(fun({_, _, Body}) when is_list(Body) ->
-                      lists:member({exception_trace}, Body) orelse
-                          lists:member({return_trace}, Body);
+is_behaviour_module(M) ->
+    lists:any(fun({K, [_ | _]}) -> K =:= behaviour orelse K =:= behavior;
                  (_) -> false
-              end, Ms);
-ms_returns(_) -> false.
+              end, M:module_info(attributes))
+        orelse erlang:function_exported(M, handle_call, 3)
+        orelse erlang:function_exported(M, callback_mode, 0).
+
+is_state_callback(F, A) ->
+    Name = atom_to_list(F),
+    lists:prefix("handle_", Name) orelse lists:prefix("prioritise_", Name)
+        orelse lists:prefix("prioritize_", Name)
+        orelse lists:member({F, A}, [{terminate, 2}, {terminate, 3}, {code_change, 3},
+                                     {code_change, 4}, {format_status, 2}]).
+
+state_position(code_change, 3) -> 2;
+state_position(code_change, 4) -> 3;
+state_position(_, A) -> A.
+
+with_elided(Clauses, []) -> Clauses;
+with_elided(Clauses, Elide) -> [C#{elide => Elide} || C <- Clauses].
+
+%% A function whose values turned out large ships its calls' ends by time only, and
+%% an argument position that turned out large (a process state handed to a helper
+%% function) is no longer shipped: later calls cost the same whatever its size.
+clause_ms(#{guard := Guard, ends := Ends0, caller := Caller0, elide := Elide0}, Arity, Adapt) ->
+    Elide = lists:ukeysort(1, Elide0 ++ maps:get(elide, Adapt, [])),
+    Ends = case {Ends0, maps:get(timed, Adapt, false)} of
+               {value, true} -> time;
+               _ -> Ends0
+           end,
+    Caller = Caller0 orelse Ends =:= time,
+    {Head, Args} = case is_integer(Arity) andalso Elide =/= [] of
+                       false -> {'_', '$_'};
+                       true -> projection(Arity, Elide)
+                   end,
+    Message = {message, {{Args, if Caller -> {caller}; true -> none end, Ends}}},
+    {Head, Guard, [Message | [{exception_trace} || Ends =:= value]]}.
+
+projection(Arity, Elide) ->
+    Vars = [list_to_atom([$$ | integer_to_list(I)]) || I <- lists:seq(1, Arity)],
+    Head = [case lists:keymember(I, 1, Elide) of true -> '_'; false -> V end
+            || {I, V} <- lists:zip(lists:seq(1, Arity), Vars)],
+    Args = [case lists:keyfind(I, 1, Elide) of
+                {I, Marker} -> {const, Marker};
+                false -> V
+            end || {I, V} <- lists:zip(lists:seq(1, Arity), Vars)],
+    {Head, Args}.
+
+%% A raw match specification given by the user: each clause ships the whole argument
+%% list with the call, in place of any message action of its own.
+user_ms(Ms) ->
+    [{Head, Guard, [{message, {{'$_', none, ends_of(Body)}}}
+                    | [A || A <- Body, not is_tuple(A) orelse element(1, A) =/= message]]}
+     || {Head, Guard, Body} <- Ms].
+
+ends_of(Body) ->
+    case lists:member({exception_trace}, Body) orelse lists:member({return_trace}, Body) of
+        true -> value;
+        false -> none
+    end.
 
 include_flags(messages) -> [send, 'receive'];
 include_flags(calls) -> [call];
@@ -1461,8 +1632,8 @@ resolve_pid({Id1, Id2, Id3} = Numbers) ->
 %% pattern wanted by two traces stays until both stop.
 
 apply_state(St) ->
-    WantPatterns = wanted_patterns(St#st.traces),
-    WantFlags = wanted_flags(St#st.traces),
+    WantPatterns = wanted_patterns(St#st.traces, St#st.adapt),
+    WantFlags = wanted_flags(St#st.traces, St#st.adapt),
     Session = St#st.session,
     OldPatterns = St#st.applied_patterns,
     %% The wildcard {'_','_','_'} overwrites every pattern when set and clears every
@@ -1513,38 +1684,59 @@ untrace_self(Session, Watcher) ->
     catch tr_process(Session, self(), false, [all]),
     catch tr_process(Session, Watcher, false, [all]).
 
-wanted_patterns(Traces) ->
-    lists:foldl(
-      fun({Mfa, Where, Ms}, Acc) ->
+wanted_patterns(Traces, Adapt) ->
+    Wanted = lists:foldl(
+      fun({Mfa, Where, Capturing}, Acc) ->
               case maps:get(Mfa, Acc, none) of
-                  none -> Acc#{Mfa => {Where, Ms}};
-                  {W0, Ms0} -> Acc#{Mfa => {stronger_where(W0, Where), richer_ms(Ms0, Ms)}}
+                  none -> Acc#{Mfa => {Where, Capturing}};
+                  {W0, C0} ->
+                      Acc#{Mfa => {stronger_where(W0, Where), merge_captures(C0, Capturing)}}
               end
-      end, #{}, lists:append([maps:get(patterns, T) || T <- maps:values(Traces)])).
+      end, #{}, lists:append([maps:get(patterns, T) || T <- maps:values(Traces)])),
+    maps:map(fun({_, _, Arity} = Mfa, {Where, Capturing}) ->
+                     {Where, match_spec(Capturing, Arity, maps:get(Mfa, Adapt, #{}))}
+             end, Wanted).
+
+match_spec({match, Ms}, _, _) -> Ms;
+match_spec(Clauses, Arity, Adapt) -> [clause_ms(C, Arity, Adapt) || C <- Clauses].
 
 stronger_where(local, _) -> local;
 stronger_where(_, W) -> W.
 
-%% Two traces wanting one function: an unguarded clause takes every action either
-%% wants; guarded clauses (one process each) are kept side by side, the first
-%% whose guard holds applies.
-richer_ms(true, Ms) -> Ms;
-richer_ms(Ms, true) -> Ms;
-richer_ms(Ms0, Ms1) when is_list(Ms0), is_list(Ms1) ->
-    Clauses = Ms0 ++ Ms1,
-    case [A || {'_', [], A} <- Clauses] of
-        [] -> lists:usort(Clauses);
-        Unguarded ->
-            Guarded = lists:append([A || {_, G, A} <- Clauses, G =/= []]),
-            [{'_', [], lists:usort(lists:append(Unguarded) ++ Guarded)}]
-    end;
-richer_ms(_, Ms) -> Ms.
+%% Two traces wanting one function: clauses guarded to one process each come first,
+%% each also taking what the unguarded clause (every other process) asks for; a
+%% position is elided only when every trace elides it.
+merge_captures({match, _} = User, _) -> User;
+merge_captures(_, {match, _} = User) -> User;
+merge_captures(C0, C1) ->
+    {Open, Guarded} = lists:partition(fun(#{guard := G}) -> G =:= [] end, C0 ++ C1),
+    case Open of
+        [] -> lists:usort(Guarded);
+        [First | More] ->
+            Any = lists:foldl(fun widen/2, First, More),
+            [widen(Any, G) || G <- lists:usort(Guarded)] ++ [Any]
+    end.
 
-wanted_flags(Traces) ->
-    lists:foldl(
-      fun({Target, Flags}, Acc) ->
-              Acc#{Target => lists:usort(maps:get(Target, Acc, []) ++ Flags)}
-      end, #{}, lists:append([maps:to_list(maps:get(flags, T)) || T <- maps:values(Traces)])).
+widen(#{ends := E0, caller := C0, elide := L0},
+      Clause = #{ends := E1, caller := C1, elide := L1}) ->
+    Ends = case E0 =:= value orelse E1 =:= value of true -> value; false -> none end,
+    Clause#{ends := Ends, caller := C0 orelse C1, elide := [P || P <- L1, lists:member(P, L0)]}.
+
+%% Calls are traced with the arity flag, so a call's message carries what its pattern
+%% ships and nothing more; return_to only while some function is closed by time.
+wanted_flags(Traces, Adapt) ->
+    Timed = lists:any(fun(A) -> maps:get(timed, A, false) end, maps:values(Adapt)),
+    Flags = lists:foldl(
+              fun({Target, Fs}, Acc) ->
+                      Acc#{Target => lists:usort(maps:get(Target, Acc, []) ++ Fs)}
+              end, #{},
+              lists:append([maps:to_list(maps:get(flags, T)) || T <- maps:values(Traces)])),
+    maps:map(fun(_, Fs) ->
+                     case lists:member(call, Fs) of
+                         true -> lists:usort(Fs ++ [arity | [return_to || Timed]]);
+                         false -> Fs
+                     end
+             end, Flags).
 
 remove_all(St) ->
     [catch tr_process(St#st.session, P, false, [all])
