@@ -72,7 +72,13 @@
     checks = 0,
     %% What the relay learned of a function's calls: Mfa => #{elide => [{Position,
     %% '$elided'}], timed => true}, applied to its patterns (see clause_ms/3).
-    adapt = #{}
+    adapt = #{},
+    %% State capture of process traces: Pid => TRef for the roots whose state is
+    %% captured, {Pid, Module} => true for the modules already looked at as the
+    %% process's callback module, Pid => true for processes whose state went over
+    %% max_state_bytes (their callbacks' values are no longer shipped), and the
+    %% probes in flight, whose traffic with the processes is the debugger's own.
+    state_pids = #{}, discovered = #{}, big_states = #{}, own = #{}, muted = #{}
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -194,7 +200,7 @@ default_limits() ->
       flush_interval_ms => 20,
       batch_events => 2000,
       min_sample_rate => 0.01,
-      max_state_bytes => 1048576,
+      max_state_bytes => 262144,
       max_state_memory_mb => 64,
       state_keyframe_every => 64,
       state_probe_timeout_ms => 1000}.
@@ -260,8 +266,11 @@ relay_loop(St) ->
         check ->
             erlang:send_after(100, self(), check),
             relay_loop(sweep_states(check_limits(St)));
-        {es_state_probe, TRef, Pid, Ts, Result} ->
-            relay_loop(on_state_probe(TRef, Pid, Ts, Result, St));
+        {es_state_probe, TRef, Pid, Ts, Result, Probe} ->
+            St1 = St#st{own = maps:remove(Probe, St#st.own)},
+            relay_loop(on_state_probe(TRef, Pid, Ts, Result, St1));
+        {es_own, Probe} ->
+            relay_loop(St#st{own = (St#st.own)#{Probe => true}});
         {stop_trace_after, TRef} ->
             {_, St1} = handle_request({stop_trace, TRef}, St),
             relay_loop(St1);
@@ -288,23 +297,9 @@ on_trace(Msg, St0) ->
     St = St0#st{received = St0#st.received + 1},
     case classify(Msg) of
         {call, Pid, Mfa, Args, Caller, Ends, Ts} ->
-            {{Rate, WantArgs, Refs}, Routed0} = call_route(Mfa, Pid, St),
-            {Role, Routed} = state_on_call(Mfa, Pid, Args, Routed0),
-            case keep_call(Pid, Mfa, Rate, Ends, Caller, Routed) of
-                {false, St1} ->
-                    state_after_call(Role, Pid, Ts, Mfa, Args, Refs, sampled_out(Refs, St1));
-                {true, St1} ->
-                    Payload = if WantArgs -> Args; true -> [] end,
-                    {CallerIdx, St2} = case Caller of
-                                           none -> {0, St1};
-                                           _ -> caller_index(Caller, St1)
-                                       end,
-                    Flags = (if Caller =:= none -> 0; true -> 4 end) bor
-                        (if Ends =:= none -> 0; true -> 8 end),
-                    {Size, St3} = record_sized(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload,
-                                               Refs, St2),
-                    St4 = elide_large_args(Size, Mfa, Args, St3),
-                    state_after_call(Role, Pid, Ts, Mfa, Args, Refs, St4)
+            case recorded_call(Mfa, Pid, Args, discover_state(Mfa, Pid, St)) of
+                {false, Seen} -> skip_call(Pid, Mfa, Ends, Seen);
+                {true, Seen} -> on_call(Pid, Mfa, Args, Caller, Ends, Ts, Seen)
             end;
         {Kind, Pid, Mfa, Value, Ts} when Kind =:= return; Kind =:= exception ->
             St0a = end_timed_above(Pid, Ts, St),
@@ -312,6 +307,7 @@ on_trace(Msg, St0) ->
             {Role, Old, Routed} = state_on_return(Mfa, Pid, Routed0),
             case pop(Pid, Routed) of
                 {false, St1} -> sampled_out(Refs, St1);
+                {skip, St1} -> St1;
                 {true, St1} when Kind =:= return ->
                     {Size, St2} = record_sized(2, 0, Pid, Ts, Mfa, 0, strip_return(Role, Value),
                                                Refs, St1),
@@ -322,17 +318,48 @@ on_trace(Msg, St0) ->
             end;
         {return_to, Pid, Into, Ts} ->
             returned_into(Pid, Into, Ts, St);
-        {Code, Pid, Other, Mfa, Value, Ts} ->
-            St1 = adopt_on_spawn(Code, Pid, Other, St),
-            case membership(Pid, St1) of
-                {rejected, TRef} -> maybe_forget(Code, Pid, sampled_out([TRef], St1));
-                Refs ->
-                    {OtherIdx, Flags, Payload, St2} = other(Other, Value, St1),
-                    St3 = maybe_forget(Code, Pid, St2),
-                    record(Code, Flags, Pid, Ts, Mfa, OtherIdx, Payload, Refs, St3)
+        {4, Pid, _, _, _, _} when is_map_key(Pid, St#st.muted) ->
+            St#st{muted = maps:remove(Pid, St#st.muted)};
+        {Code, Pid, Other, Mfa, Value, Ts} when map_size(St#st.own) > 0,
+                                                (Code =:= 4 orelse Code =:= 6) ->
+            case is_own(Code, Other, Value, St#st.own) of
+                true -> St;
+                false -> process_event(Code, Pid, Other, Mfa, Value, Ts, St)
             end;
+        {Code, Pid, Other, Mfa, Value, Ts} ->
+            process_event(Code, Pid, Other, Mfa, Value, Ts, St);
         ignore ->
             St
+    end.
+
+process_event(Code, Pid, Other, Mfa, Value, Ts, St) ->
+    St1 = adopt_on_spawn(Code, Pid, Other, St),
+    case membership(Pid, St1) of
+        {rejected, TRef} -> maybe_forget(Code, Pid, sampled_out([TRef], St1));
+        Refs ->
+            {OtherIdx, Flags, Payload, St2} = other(Other, Value, St1),
+            St3 = maybe_forget(Code, Pid, St2),
+            record(Code, Flags, Pid, Ts, Mfa, OtherIdx, Payload, Refs, St3)
+    end.
+
+on_call(Pid, Mfa, Args, Caller, Ends, Ts, St) ->
+    {{Rate, WantArgs, Refs}, Routed0} = call_route(Mfa, Pid, St),
+    {Role, Routed} = state_on_call(Mfa, Pid, Args, Routed0),
+    case keep_call(Pid, Mfa, Rate, Ends, Caller, Routed) of
+        {false, St1} ->
+            state_after_call(Role, Pid, Ts, Mfa, Args, Refs, sampled_out(Refs, St1));
+        {true, St1} ->
+            Payload = if WantArgs -> Args; true -> [] end,
+            {CallerIdx, St2} = case Caller of
+                                   none -> {0, St1};
+                                   _ -> caller_index(Caller, St1)
+                               end,
+            Flags = (if Caller =:= none -> 0; true -> 4 end) bor
+                (if Ends =:= none -> 0; true -> 8 end),
+            {Size, St3} = record_sized(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload,
+                                       Refs, St2),
+            St4 = elide_large_args(Size, Mfa, Args, St3),
+            state_after_call(Role, Pid, Ts, Mfa, Args, Refs, St4)
     end.
 
 sampled_out(Refs, St) ->
@@ -484,11 +511,74 @@ readapt(Mfa, Key, Value, St = #st{adapt = Adapt}) ->
     apply_state(St#st{adapt = Adapt#{Mfa => (maps:get(Mfa, Adapt, #{}))#{Key => Value}}}).
 
 %% Flag 32: the call ended here; how (a value or an exception) was not recorded.
+timed_end(_, _, skip, _, St) -> St;
 timed_end(Pid, Mfa, Keep, Ts, St) ->
     {{_, _, Refs}, St1} = call_route(Mfa, Pid, St),
     case Keep of
         true -> record(2, 32, Pid, Ts, Mfa, 0, '$not_recorded', Refs, St1);
         false -> sampled_out(Refs, St1)
+    end.
+
+%% The system message a state probe of ours sends a process, and the process's reply
+%% to it, are the debugger's own traffic: never recorded.
+%% Handling a probe's system message, the process looks up the callback that gives
+%% its state, then replies (gen:reply/2, whose send goes to an alias of the probe):
+%% that call is dropped, and so is the process's next send.
+own_call({gen, reply, 2}, [{From, _} | _], Own) when is_map_key(From, Own) -> reply;
+own_call({erlang, function_exported, 3}, [_, system_get_state, 1], _) -> internal;
+own_call(_, _, _) -> false.
+
+is_own(4, To, _, Own) -> is_map_key(To, Own);
+is_own(6, _, {system, {From, _}, _}, Own) -> is_map_key(From, Own);
+is_own(_, _, _, _) -> false.
+
+%% A call reached only through a process trace's pattern on every function is
+%% recorded when that trace records calls (it may be there for state capture only).
+%% One that is not still gets a frame, so its return is matched and dropped too.
+recorded_call(Mfa, Pid, Args, St) ->
+    case map_size(St#st.own) > 0 andalso own_call(Mfa, Args, St#st.own) of
+        reply -> {false, St#st{muted = (St#st.muted)#{Pid => true}}};
+        internal -> {false, St};
+        false -> {wanted_call(Mfa, Pid, St), St}
+    end.
+
+wanted_call(Mfa, Pid, St) ->
+    maps:is_key(Mfa, St#st.applied_patterns) orelse
+        case membership(Pid, St) of
+            [TRef] -> maps:get(calls, maps:get(TRef, St#st.traces, #{}), true);
+            _ -> true
+        end.
+
+skip_call(_, _, none, St) -> St;
+skip_call(Pid, Mfa, Ends, St) -> push_frame(Pid, {Mfa, skip, Ends}, St).
+
+%% The callback module a process runs now: a process whose state is captured and
+%% that calls a state callback of a module not yet known as its own (a gen_server2
+%% that became another module, a process traced before its module was) gets that
+%% module's state callbacks traced, guarded to it, from this very call on.
+discover_state(_, _, St = #st{state_pids = Roots}) when map_size(Roots) =:= 0 -> St;
+discover_state({M, _, _} = Mfa, Pid, St = #st{state_pids = Roots, discovered = Seen}) ->
+    case Roots of
+        #{Pid := TRef} when not is_map_key({Pid, M}, Seen) ->
+            St1 = St#st{discovered = Seen#{{Pid, M} => true}},
+            case state_role(Mfa, Pid, St1) =:= none andalso state_engine(M) of
+                {Engine, M} ->
+                    case lists:keymember(Mfa, 1, state_callbacks(Engine, M)) of
+                        true -> adopt_engine(TRef, {Engine, M}, Pid, St1);
+                        false -> St1
+                    end;
+                _ -> St1
+            end;
+        _ -> St
+    end.
+
+adopt_engine(TRef, Engine, Pid, St) ->
+    case St#st.traces of
+        #{TRef := T} ->
+            Adopted = maps:remove(state_probe, with_state(T, Engine, Pid)),
+            apply_state(St#st{traces = (St#st.traces)#{TRef := Adopted},
+                              routes_version = St#st.routes_version + 1});
+        _ -> St
     end.
 
 maybe_forget(9, Pid, St) ->
@@ -750,45 +840,66 @@ cancel_flush(St = #st{flush_timer = {T, _}}) ->
 %% or changed element by element when it keeps its length; {w, ...}: the list is
 %% Added followed by its first Keep elements).
 
-callback_behaviour(M) ->
+%% {Engine, Module}: the behaviour engine whose callbacks carry the state transitions
+%% of processes running M, and the module whose callbacks they are; or none. The
+%% gen_server forks real systems run (RabbitMQ's gen_server2, ejabberd's p1_server)
+%% call their callbacks as gen_server does. A module written on top of another
+%% callback module (ejabberd_c2s on xmpp_stream_in) changes its state through that
+%% module's callbacks, and a supervisor's state is kept by the supervisor module.
+state_engine(M) ->
     case code:ensure_loaded(M) of
         {module, M} ->
-            Declared = lists:append([Bs || {K, Bs} <- M:module_info(attributes),
-                                           K =:= behaviour orelse K =:= behavior]),
-            Exported = fun(F, A) -> erlang:function_exported(M, F, A) end,
-            case {lists:member(gen_server, Declared) orelse
-                      lists:member('Elixir.GenServer', Declared),
-                  lists:member(gen_statem, Declared)} of
-                {true, _} -> gen_server;
-                {_, true} -> gen_statem;
-                _ ->
+            Declared = declared_behaviours(M),
+            Table = [{['gen_server', 'Elixir.GenServer', gen_server2, p1_server], gen_server, M},
+                     {[gen_statem], gen_statem, M},
+                     {[gen_event], gen_event, M},
+                     {[xmpp_stream_in], gen_server, xmpp_stream_in},
+                     {[xmpp_stream_out], gen_server, xmpp_stream_out},
+                     {[supervisor], gen_server, supervisor},
+                     {[supervisor2], gen_server, supervisor2}],
+            case [{E, Em} || {Bs, E, Em} <- Table, lists:any(fun(B) -> lists:member(B, Declared) end, Bs)] of
+                [{Engine, Em} | _] when Em =:= M -> {Engine, M};
+                [{Engine, Em} | _] ->
+                    case code:ensure_loaded(Em) of
+                        {module, Em} -> {Engine, Em};
+                        _ -> none
+                    end;
+                [] ->
+                    Exported = fun(F, A) -> erlang:function_exported(M, F, A) end,
                     case {Exported(handle_call, 3), Exported(callback_mode, 0)} of
-                        {_, true} -> gen_statem;
-                        {true, _} -> gen_server;
+                        {_, true} -> {gen_statem, M};
+                        {true, _} -> {gen_server, M};
                         _ -> none
                     end
             end;
         _ -> none
     end.
 
-%% {Behaviour, CallbackModule} of a running process, from its initial call (the
-%% process is not asked: it may be busy, or not an OTP process at all). An Elixir
-%% Agent's initial call names the function it was started with.
+declared_behaviours(M) ->
+    lists:append([Bs || {K, Bs} <- M:module_info(attributes),
+                        K =:= behaviour orelse K =:= behavior]).
+
+%% {Engine, Module} of a running process, from its initial call (the process is not
+%% asked: it may be busy, or not an OTP process at all); a gen_server2 that became
+%% another module is found when that module's callbacks run (discover_state/3). An
+%% Elixir Agent's initial call names the function it was started with; a
+%% supervisor's is {supervisor, CallbackModule, 1}.
 process_behaviour(Pid) ->
     Initial = case erlang:process_info(Pid, dictionary) of
                   {dictionary, D} -> proplists:get_value('$initial_call', D);
                   _ -> undefined
               end,
     case Initial of
+        {Sup, _, 1} when Sup =:= supervisor; Sup =:= supervisor2 -> state_engine(Sup);
         {M, F, _} when is_atom(M), is_atom(F) ->
-            case callback_behaviour(M) of
+            case state_engine(M) of
                 none ->
                     case hd(atom_to_list(F)) =:= $- andalso in_gen_server(Pid) andalso
                         code:is_loaded('Elixir.Agent.Server') =/= false of
                         true -> {gen_server, 'Elixir.Agent.Server'};
                         false -> none
                     end;
-                B -> {B, M}
+                Engine -> Engine
             end;
         _ -> none
     end.
@@ -803,7 +914,13 @@ in_gen_server(Pid) ->
 state_callbacks(gen_server, M) ->
     Known = [{init, 1, gs_init}, {handle_call, 3, gs_call}, {handle_cast, 2, gs_noreply},
              {handle_info, 2, gs_noreply}, {handle_continue, 2, gs_noreply},
+             {handle_post_hibernate, 1, gs_noreply}, {handle_pre_hibernate, 1, gs_hibernate},
              {code_change, 3, gs_code_change}, {terminate, 2, gs_terminate}],
+    [{{M, F, A}, Role} || {F, A, Role} <- Known, erlang:function_exported(M, F, A)];
+state_callbacks(gen_event, M) ->
+    Known = [{init, 1, ge_init}, {handle_event, 2, ge_event}, {handle_info, 2, ge_event},
+             {handle_call, 2, ge_call}, {code_change, 3, gs_code_change},
+             {terminate, 2, gs_terminate}],
     [{{M, F, A}, Role} || {F, A, Role} <- Known, erlang:function_exported(M, F, A)];
 state_callbacks(gen_statem, M) ->
     Modes = try M:callback_mode() of
@@ -824,16 +941,19 @@ state_callbacks(gen_statem, M) ->
 
 %% Adds the state callbacks of M to a trace: Scope is any (a module trace) or the
 %% one process of a process trace, whose guard keeps other processes out.
-with_state(T = #{patterns := Patterns}, Behaviour, M, Scope) ->
-    Roles = state_callbacks(Behaviour, M),
+with_state(T = #{patterns := Patterns}, {Engine, M}, Scope) ->
+    Roles = state_callbacks(Engine, M),
     Guard = case Scope of any -> []; Pid -> [{'=:=', {self}, Pid}] end,
-    Extra = [{Mfa, global, with_elided([capture(Guard, value, false)], role_elide(Role))}
+    %% Local: a call closed by time (return_to) needs a local pattern.
+    Extra = [{Mfa, local, with_elided([capture(Guard, value, false)], role_elide(Role))}
              || {Mfa, Role} <- Roles],
     Functions = case T of
-                    #{functions := Fs} -> lists:usort(Fs ++ [{F, A} || {{_, F, A}, _} <- Roles]);
+                    #{functions := Fs, module := M} ->
+                        lists:usort(Fs ++ [{F, A} || {{_, F, A}, _} <- Roles]);
                     _ -> undefined
                 end,
-    T1 = T#{patterns => Patterns ++ Extra, state => Behaviour, state_roles => Roles,
+    T1 = T#{patterns => Patterns ++ Extra, state => Engine,
+            state_roles => lists:usort(maps:get(state_roles, T, []) ++ Roles),
             state_probe => {M, case Scope of any -> any; _ -> [Scope] end}},
     case Functions of undefined -> T1; _ -> T1#{functions => Functions} end.
 
@@ -852,6 +972,7 @@ state_index(Traces) ->
       end, #{}, Traces).
 
 state_role(_Mfa, _Pid, #st{state_roles = Roles}) when map_size(Roles) =:= 0 -> none;
+state_role(_Mfa, Pid, #st{big_states = Big}) when is_map_key(Pid, Big) -> none;
 state_role(Mfa, Pid, #st{state_roles = Roles}) ->
     case Roles of
         #{Mfa := {Role, any}} -> Role;
@@ -893,12 +1014,20 @@ state_after_call(Role, Pid, Ts, Mfa, [Reason | _], Refs, St)
 state_after_call(_, _, _, _, _, _, St) -> St.
 
 state_on_result(none, _, _, _, _, _, _, St) -> St;
+state_on_result(Role, _, _, _, _, _, _, St) when Role =:= gs_terminate; Role =:= sm_terminate ->
+    St;
 state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St) ->
     case new_state(Role, Value, Old) of
         {ok, {_, '$unknown'}} -> St;
         {ok, New} -> emit_state(Pid, Ts, Mfa, New, Refs, St);
-        none -> St
+        none -> state_unknown(Pid, Ts, Mfa, {unrecognised_return, Mfa}, Refs, St)
     end.
+
+%% From here the process's state is unknown, until a whole state comes.
+state_unknown(Pid, Ts, Mfa, Why, Refs, St) ->
+    N = next_state_number(Pid, St),
+    St1 = keep_state(Pid, {N, unknown}, St),
+    state_record(Pid, Ts, Mfa, 0, {N, {unavailable, Why}}, Refs, St1).
 
 %% The state a callback was given is not shipped with its call: it is the last state
 %% the relay knows of the process ('$unknown' when it knows none). A gen_statem's
@@ -910,7 +1039,9 @@ last_state(Pid, St) ->
     end.
 
 old_state(Role, _, _, Last) when Role =:= gs_call; Role =:= gs_noreply;
-                                 Role =:= gs_code_change; Role =:= gs_terminate -> Last;
+                                 Role =:= gs_hibernate; Role =:= gs_code_change;
+                                 Role =:= gs_terminate; Role =:= ge_event;
+                                 Role =:= ge_call -> Last;
 old_state(sm_state, F, _, Last) -> {F, statem_data(Last)};
 old_state(sm_event, _, [_, _, S, _], Last) -> {S, statem_data(Last)};
 old_state(sm_code_change, _, [_, S, _, _], Last) -> {S, statem_data(Last)};
@@ -920,8 +1051,18 @@ old_state(_, _, _, _) -> '$unknown'.
 statem_data({_, D}) -> D;
 statem_data(_) -> '$unknown'.
 
-new_state(gs_init, {ok, S}, _) -> {ok, S};
-new_state(gs_init, {ok, S, _}, _) -> {ok, S};
+new_state(Init, {ok, S}, _) when Init =:= gs_init; Init =:= ge_init -> {ok, S};
+new_state(Init, {ok, S, _}, _) when Init =:= gs_init; Init =:= ge_init -> {ok, S};
+new_state(gs_init, {ok, S, _, _}, _) -> {ok, S};
+new_state(R, {become, _, S}, _) when R =:= gs_init; R =:= gs_call; R =:= gs_noreply -> {ok, S};
+new_state(R, {become, _, S, _}, _) when R =:= gs_init; R =:= gs_call; R =:= gs_noreply ->
+    {ok, S};
+new_state(gs_hibernate, {hibernate, S}, _) -> {ok, S};
+new_state(gs_hibernate, {insomniate, S}, _) -> {ok, S};
+new_state(ge_event, {ok, S}, _) -> {ok, S};
+new_state(ge_event, {ok, S, hibernate}, _) -> {ok, S};
+new_state(ge_call, {ok, _, S}, _) -> {ok, S};
+new_state(ge_call, {ok, _, S, hibernate}, _) -> {ok, S};
 new_state(gs_call, {reply, _, S}, _) -> {ok, S};
 new_state(gs_call, {reply, _, S, _}, _) -> {ok, S};
 new_state(gs_call, {stop, _, _, S}, _) -> {ok, S};
@@ -951,6 +1092,17 @@ statem_result({stop_and_reply, _, _}, Old = {_, _}) -> {ok, Old};
 statem_result(_, _) -> none.
 
 strip_return(none, V) -> V;
+strip_return(R, {ok, _}) when R =:= ge_init; R =:= ge_event -> {ok, '$state'};
+strip_return(R, {ok, _, hibernate}) when R =:= ge_init; R =:= ge_event ->
+    {ok, '$state', hibernate};
+strip_return(ge_call, {ok, Reply, _}) -> {ok, Reply, '$state'};
+strip_return(ge_call, {ok, Reply, _, hibernate}) -> {ok, Reply, '$state', hibernate};
+strip_return(gs_init, {ok, _, T, B}) -> {ok, '$state', T, B};
+strip_return(R, {become, M, _}) when R =:= gs_init; R =:= gs_call; R =:= gs_noreply ->
+    {become, M, '$state'};
+strip_return(R, {become, M, _, X}) when R =:= gs_init; R =:= gs_call; R =:= gs_noreply ->
+    {become, M, '$state', X};
+strip_return(gs_hibernate, {H, _}) -> {H, '$state'};
 strip_return(R, {ok, _}) when R =:= gs_init; R =:= gs_code_change -> {ok, '$state'};
 strip_return(gs_init, {ok, _, X}) -> {ok, '$state', X};
 strip_return(gs_call, {reply, Reply, _}) -> {reply, Reply, '$state'};
@@ -1010,8 +1162,16 @@ keyframe(Pid, Ts, Mfa, N, Tag, State, Refs, St) ->
             state_record(Pid, Ts, Mfa, 16, {N, {Tag, State}}, Refs, St1);
         false ->
             St1 = keep_state(Pid, {N, unknown}, St),
-            state_record(Pid, Ts, Mfa, 0, {N, {too_large, Size}}, Refs, St1)
+            over_state_budget(Pid, state_record(Pid, Ts, Mfa, 0, {N, {too_large, Size}}, Refs,
+                                                St1))
     end.
+
+%% A state over max_state_bytes is not shipped again: the process's state callbacks
+%% are closed by time only from here (a guarded clause of their patterns), so the VM
+%% stops copying the state into their trace messages. At most 64 such processes.
+over_state_budget(Pid, St = #st{big_states = Big}) when map_size(Big) < 64 ->
+    apply_state(St#st{big_states = Big#{Pid => true}});
+over_state_budget(_, St) -> St.
 
 %% Keeps a process's last state within max_state_memory_mb; past it the process
 %% keeps only its number, so its next state goes whole.
@@ -1056,7 +1216,8 @@ forget_states(St) ->
           state_bytes = 0}.
 
 clear_states(St) ->
-    St#st{states = #{}, state_bytes = 0, pending = #{}, state_roles = #{}}.
+    St#st{states = #{}, state_bytes = 0, pending = #{}, state_roles = #{}, state_pids = #{},
+          discovered = #{}, big_states = #{}}.
 
 %% Processes that died without an exit event we saw (module traces do not trace
 %% lifecycles) are forgotten every five seconds.
@@ -1168,15 +1329,37 @@ probe_states(TRef, #{state_probe := {M, Scope}}, St) ->
     St;
 probe_states(_, _, St) -> St.
 
+%% A process is asked for its state only while it waits in its behaviour's receive
+%% loop with nothing queued: a busy process, or one blocked in a call of its own, is
+%% left alone and its state stays unknown until its next callback returns one.
 probe(Relay, TRef, Pid, Timeout) ->
-    Result = try sys:get_state(Pid, Timeout) of
-                 State -> {ok, State}
-             catch
-                 exit:{timeout, _} -> {unavailable, timeout};
-                 exit:{noproc, _} -> {unavailable, noproc};
-                 _:_ -> {unavailable, not_otp}
+    Relay ! {es_own, self()},
+    Result = case idle(Pid) of
+                 false -> {unavailable, busy};
+                 true ->
+                     try sys:get_state(Pid, Timeout) of
+                         State -> {ok, unwrap_state(State)}
+                     catch
+                         exit:{timeout, _} -> {unavailable, timeout};
+                         exit:{noproc, _} -> {unavailable, noproc};
+                         _:_ -> {unavailable, not_otp}
+                     end
              end,
-    Relay ! {es_state_probe, TRef, Pid, erlang:monotonic_time(nanosecond), Result}.
+    Relay ! {es_state_probe, TRef, Pid, erlang:monotonic_time(nanosecond), Result, self()}.
+
+idle(Pid) ->
+    case erlang:process_info(Pid, [status, message_queue_len, current_function]) of
+        [{status, waiting}, {message_queue_len, 0}, {current_function, {M, _, _}}] ->
+            lists:member(M, [gen_server, gen_statem, gen_event, gen_server2, p1_server]);
+        _ -> false
+    end.
+
+%% gen_server2 has no system_get_state: sys:get_state gives its whole loop state,
+%% #gs2_state{parent, name, state, mod, ...}, of which the callback state is the third
+%% field.
+unwrap_state(S) when is_tuple(S), tuple_size(S) >= 5, element(1, S) =:= gs2_state ->
+    element(4, S);
+unwrap_state(S) -> S.
 
 %% At most Max processes started as M (gen_server or gen_statem callback module).
 processes_of(M, Max) ->
@@ -1376,9 +1559,9 @@ trace_spec(module, Spec = #{module := M, level := Level, only := Only, exclude :
             case WantState of
                 false -> {ok, T};
                 true ->
-                    case callback_behaviour(M) of
+                    case state_engine(M) of
                         none -> {error, {no_state_callbacks, M}};
-                        Behaviour -> {ok, with_state(T, Behaviour, M, any)}
+                        Engine -> {ok, with_state(T, Engine, any)}
                     end
             end
     end;
@@ -1404,35 +1587,44 @@ trace_spec(process, #{target := Target, include := Include, children := Children
     case resolve_pid(Target) of
         {error, _} = E -> E;
         {ok, Pid} ->
+            Calls = lists:member(calls, Include),
+            State = lists:member(state, Include),
             Flags = lists:usort(lists:append([include_flags(I) || I <- Include]) ++
                                 [set_on_spawn || Children]),
-            %% Calls of one process: a pattern on every exported function whose
-            %% guard lets only this process through, since other traces may have
-            %% set the call flag on every process. Children are not in the guard:
-            %% their calls show only where another trace covers the function.
-            Patterns = case lists:member(calls, Include) of
+            %% Calls of one process: a pattern on every function, guarded to let only
+            %% this process through, since other traces may have set the call flag
+            %% on every process. Children are not in the guard: their calls show
+            %% only where another trace covers the function. The system messages the
+            %% process handles (sys, and the engine's system_* callbacks, which loop
+            %% back into the server and never return) are left out. State capture
+            %% uses the same pattern to see which callback module the process runs.
+            Patterns = case Calls orelse State of
                            true -> [{{'_', '_', '_'}, global,
-                                     [capture([{'=:=', {self}, Pid}], value, false)]}];
+                                     [capture([{'=:=', {self}, Pid}], value, false)]}
+                                    | system_exclusions()];
                            false -> []
                        end,
             T = #{kind => process, pid => Pid, rate => 1.0, want_args => true,
                   children => Children, child_rate => float(Rate), include => Include,
-                  patterns => Patterns, flags => #{Pid => Flags}},
-            case {lists:member(state, Include), process_behaviour(Pid)} of
+                  calls => Calls, patterns => Patterns, flags => #{Pid => Flags}},
+            case {State, process_behaviour(Pid)} of
                 {false, _} -> {ok, T};
                 {true, none} -> {ok, T#{state_probe => {not_otp, [Pid]}}};
-                {true, {Behaviour, M}} -> {ok, with_state(T, Behaviour, M, Pid)}
+                {true, Engine} -> {ok, with_state(T, Engine, Pid)}
             end
     end;
 trace_spec(Kind, _) ->
     {error, {bad_trace_spec, Kind}}.
 
 %% Tracers other than us on what this trace would touch.
+%% While a pattern of ours covers every function, any function looks traced: the
+%% functions were checked when that pattern went on.
 others_tracing(T, St) ->
     Mine = St#st.applied_patterns,
     Pids = [P || P <- maps:keys(maps:get(flags, T)), is_pid(P)],
-    Mfas = [Mfa || {Mfa = {_, F, A}, _, _} <- maps:get(patterns, T), is_atom(F), F =/= '_',
-                   is_integer(A), not maps:is_key(Mfa, Mine)],
+    Mfas = [Mfa || not maps:is_key({'_', '_', '_'}, Mine),
+                   {Mfa = {_, F, A}, _, Capturing} <- maps:get(patterns, T), Capturing =/= off,
+                   is_atom(F), F =/= '_', is_integer(A), not maps:is_key(Mfa, Mine)],
     conflicts([{process, P} || P <- Pids] ++ [{function, M} || M <- Mfas]).
 
 add_trace(_TRef, _T, St = #st{tripped = Tripped}) when Tripped =/= false ->
@@ -1500,15 +1692,17 @@ state_positions(M, Functions) ->
                            || {F, A} <- Functions, A > 0, is_state_callback(F, A)];
                   false -> []
               end,
-    Known = case callback_behaviour(M) of
-                none -> [];
-                B -> [{{F, A}, role_elide(Role)} || {{_, F, A}, Role} <- state_callbacks(B, M)]
+    Known = case state_engine(M) of
+                {Engine, M} -> [{{F, A}, role_elide(Role)}
+                                || {{_, F, A}, Role} <- state_callbacks(Engine, M)];
+                _ -> []
             end,
     maps:from_list(Generic ++ Known).
 
 role_elide(Role) ->
-    case lists:keyfind(Role, 1, [{gs_call, 3}, {gs_noreply, 2}, {gs_code_change, 2},
-                                 {gs_terminate, 2}, {sm_state, 3}, {sm_event, 4},
+    case lists:keyfind(Role, 1, [{gs_call, 3}, {gs_noreply, 2}, {gs_hibernate, 1},
+                                 {gs_code_change, 2}, {gs_terminate, 2}, {ge_event, 2},
+                                 {ge_call, 2}, {sm_state, 3}, {sm_event, 4},
                                  {sm_code_change, 3}, {sm_terminate, 3}]) of
         {_, Position} -> [{Position, '$state'}];
         false -> []
@@ -1575,6 +1769,13 @@ ends_of(Body) ->
         false -> none
     end.
 
+system_exclusions() ->
+    Engines = [gen_server, gen_statem, gen_event, gen_server2, p1_server],
+    Callbacks = [{system_continue, 3}, {system_terminate, 4}, {system_code_change, 4},
+                 {system_get_state, 1}, {system_replace_state, 2}],
+    [{{sys, '_', '_'}, global, off}
+     | [{{M, F, A}, global, off} || M <- Engines, {F, A} <- Callbacks]].
+
 include_flags(messages) -> [send, 'receive'];
 include_flags(calls) -> [call];
 include_flags(lifecycle) -> [procs];
@@ -1632,8 +1833,10 @@ resolve_pid({Id1, Id2, Id3} = Numbers) ->
 %% pattern wanted by two traces stays until both stop.
 
 apply_state(St) ->
-    WantPatterns = wanted_patterns(St#st.traces, St#st.adapt),
-    WantFlags = wanted_flags(St#st.traces, St#st.adapt),
+    Roles = state_index(St#st.traces),
+    Big = maps:keys(St#st.big_states),
+    WantPatterns = wanted_patterns(St#st.traces, St#st.adapt, Roles, Big),
+    WantFlags = wanted_flags(St#st.traces, St#st.adapt, Big),
     Session = St#st.session,
     OldPatterns = St#st.applied_patterns,
     %% The wildcard {'_','_','_'} overwrites every pattern when set and clears every
@@ -1673,8 +1876,11 @@ apply_state(St) ->
      || {Target, Want} <- maps:to_list(WantFlags), Target =/= all],
     untrace_self(Session, St#st.watcher),
     St#st.watcher ! {applied, WantPatterns, WantFlags, Session},
-    St#st{applied_patterns = WantPatterns, applied_flags = WantFlags,
-          state_roles = state_index(St#st.traces)}.
+    St#st{applied_patterns = WantPatterns, applied_flags = WantFlags, state_roles = Roles,
+          state_pids = maps:from_list([{P, R} || {R, #{kind := process, pid := P,
+                                                       include := Include}}
+                                                     <- maps:to_list(St#st.traces),
+                                                 lists:member(state, Include)])}.
 
 wildcard_first(Wildcard, _, Wildcard) -> true;
 wildcard_first(_, Wildcard, Wildcard) -> false;
@@ -1684,7 +1890,7 @@ untrace_self(Session, Watcher) ->
     catch tr_process(Session, self(), false, [all]),
     catch tr_process(Session, Watcher, false, [all]).
 
-wanted_patterns(Traces, Adapt) ->
+wanted_patterns(Traces, Adapt, Roles, Big) ->
     Wanted = lists:foldl(
       fun({Mfa, Where, Capturing}, Acc) ->
               case maps:get(Mfa, Acc, none) of
@@ -1694,10 +1900,22 @@ wanted_patterns(Traces, Adapt) ->
               end
       end, #{}, lists:append([maps:get(patterns, T) || T <- maps:values(Traces)])),
     maps:map(fun({_, _, Arity} = Mfa, {Where, Capturing}) ->
-                     {Where, match_spec(Capturing, Arity, maps:get(Mfa, Adapt, #{}))}
+                     {Where, match_spec(over_budget_first(Mfa, Capturing, Roles, Big), Arity,
+                                        maps:get(Mfa, Adapt, #{}))}
              end, Wanted).
 
+%% Processes whose state went over its budget: their state callbacks end by time.
+over_budget_first(Mfa, Clauses, Roles, Big) when is_list(Clauses), Big =/= [] ->
+    case Roles of
+        #{Mfa := {Role, _}} ->
+            [(capture([{'=:=', {self}, P}], time, false))#{elide => role_elide(Role)}
+             || P <- Big] ++ Clauses;
+        _ -> Clauses
+    end;
+over_budget_first(_, Capturing, _, _) -> Capturing.
+
 match_spec({match, Ms}, _, _) -> Ms;
+match_spec(off, _, _) -> false;
 match_spec(Clauses, Arity, Adapt) -> [clause_ms(C, Arity, Adapt) || C <- Clauses].
 
 stronger_where(local, _) -> local;
@@ -1706,6 +1924,8 @@ stronger_where(_, W) -> W.
 %% Two traces wanting one function: clauses guarded to one process each come first,
 %% each also taking what the unguarded clause (every other process) asks for; a
 %% position is elided only when every trace elides it.
+merge_captures(off, Other) -> Other;
+merge_captures(Other, off) -> Other;
 merge_captures({match, _} = User, _) -> User;
 merge_captures(_, {match, _} = User) -> User;
 merge_captures(C0, C1) ->
@@ -1724,8 +1944,9 @@ widen(#{ends := E0, caller := C0, elide := L0},
 
 %% Calls are traced with the arity flag, so a call's message carries what its pattern
 %% ships and nothing more; return_to only while some function is closed by time.
-wanted_flags(Traces, Adapt) ->
-    Timed = lists:any(fun(A) -> maps:get(timed, A, false) end, maps:values(Adapt)),
+wanted_flags(Traces, Adapt, Big) ->
+    Timed = Big =/= [] orelse
+        lists:any(fun(A) -> maps:get(timed, A, false) end, maps:values(Adapt)),
     Flags = lists:foldl(
               fun({Target, Fs}, Acc) ->
                       Acc#{Target => lists:usort(maps:get(Target, Acc, []) ++ Fs)}

@@ -21,6 +21,7 @@ TARGET_NOT_PID = 2
 OTHER_IS_CALLER = 4
 RETURN_EXPECTED = 8
 STATE_WHOLE = 16  # a state record holding a whole state (not a delta)
+ENDED_BY_TIME = 32  # a return whose value was not shipped: only when the call ended
 
 Mfa = tuple[Atom, Atom, int]
 
@@ -65,6 +66,13 @@ class TraceEvent:
         if self._value is _UNDECODED:
             self._value = decode(self.payload) if self.payload else None
         return self._value
+
+    @property
+    def ended_by_time(self) -> bool:
+        """A return that says only when the call ended, not how: the function's values
+        were too large to ship (``elide_arg_bytes``), so neither a value nor an
+        exception was recorded."""
+        return bool(self.flags & ENDED_BY_TIME) and self.kind == "return"
 
     @property
     def caller(self) -> Mfa | None:

@@ -22,6 +22,7 @@ class Limits:
     max_duration_s: float | None = None
     max_queue_len: float | None = None
     max_term_bytes: float | None = None
+    elide_arg_bytes: float | None = None
     max_node_memory_mb: float | None = None
     max_cpu_percent: float | None = None
     max_relay_heap_mb: float | None = None

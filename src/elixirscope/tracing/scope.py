@@ -157,30 +157,40 @@ class AsyncScope:
     async def trace(self, module: str | Atom, level: Level = "basic", *,
                     only: Iterable[str | tuple[str, int]] | None = None,
                     exclude: Iterable[str | tuple[str, int]] = (),
-                    sample_rate: float = 1.0, force: bool = False, state: bool = False) -> int:
+                    sample_rate: float = 1.0, force: bool = False, state: bool = False,
+                    calls: Literal["local", "global"] = "local") -> int:
         """Traces calls of a module's functions: ``basic`` calls with arguments,
-        ``detailed`` also returns and exceptions, ``full`` also local functions and
-        the caller. With ``state`` (a GenServer or gen_statem callback module), every
-        state change of the processes that run it is recorded too."""
+        ``detailed`` also returns and exceptions, ``full`` also functions that are not
+        exported and the caller. Calls from inside the module count too, unless
+        ``calls="global"`` (cheaper: only calls written ``Module.fun(...)``). With
+        ``state`` (a GenServer, gen_statem, gen_event or gen_server2/p1_server callback
+        module), every state change of the processes that run it is recorded too."""
         if level not in ("basic", "detailed", "full"):
             raise ValueError("level is basic, detailed or full")
+        if calls not in ("local", "global"):
+            raise ValueError("calls is local or global")
         spec = {
             "kind": Atom("module"), "module": module_atom(module), "level": Atom(level),
             "only": Atom("all") if only is None else _function_specs(only),
             "exclude": _function_specs(exclude), "rate": _rate(sample_rate), "force": force,
-            "state": state,
+            "state": state, "calls": Atom(calls),
         }
         return await self._start(spec)
 
     async def trace_function(self, module: str | Atom, function: str | Atom,
                              arity: int | Literal["_"] = "_", *,
                              capture: Sequence[str] = CAPTURES, match: Any = None,
+                             level: Level | None = None,
                              sample_rate: float = 1.0, force: bool = False) -> int:
-        """Traces one function (all arities with ``"_"``); ``match`` takes a raw match
-        specification in place of the one ``capture`` describes."""
+        """Traces one function (all arities with ``"_"``), local calls included;
+        ``level`` (as for ``trace``) takes the place of ``capture``, and ``match`` a raw
+        match specification in place of either (each clause still ships the whole
+        argument list)."""
         unknown = set(capture) - set(CAPTURES)
         if unknown:
             raise ValueError(f"capture takes {', '.join(CAPTURES)}, not {', '.join(unknown)}")
+        if level is not None and level not in ("basic", "detailed", "full"):
+            raise ValueError("level is basic, detailed or full")
         spec = {
             "kind": Atom("function"), "module": module_atom(module),
             "function": function_atom(function),
@@ -188,6 +198,7 @@ class AsyncScope:
             "capture": [Atom(item) for item in capture],
             "match": Atom("undefined") if match is None else match,
             "rate": _rate(sample_rate), "force": force,
+            **({"level": Atom(level)} if level is not None else {}),
         }
         return await self._start(spec)
 

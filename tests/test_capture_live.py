@@ -1,0 +1,171 @@
+"""What a trace ships of each call, on a real node: local calls seen by default, a
+behaviour callback's state never shipped with its call, large arguments and results
+left out after the first, and state capture that follows the callback module a
+process runs, never disturbs a busy process, and keeps its own probe out of the
+recording."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import elixirscope
+from elixirscope.etf import Atom, Pid
+from elixirscope.sample_nodes import BeamNode, start_bare
+from tracing_support import collect, compile_fixture, drain, erl, load_fixture
+
+pytestmark = pytest.mark.node
+
+STATE = Atom("$state")
+ELIDED = Atom("$elided")
+M = Atom("es_capture")
+
+
+@pytest.fixture(scope="module")
+def beam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BeamNode]:
+    code = compile_fixture(tmp_path_factory.mktemp("capture"), "es_capture")
+    with start_bare("erl", name_prefix="t_capture") as node:
+        with elixirscope.connect(node.name, node.cookie) as conn:
+            load_fixture(conn, code, "es_capture")
+        yield node
+
+
+@pytest.fixture
+def scope(beam: BeamNode) -> Iterator[elixirscope.Scope]:
+    with elixirscope.attach(beam.name, beam.cookie) as attached:
+        yield attached
+
+
+def server(scope: elixirscope.Scope, keys: int, how: str = "start") -> Pid:
+    started = scope.node.rpc("es_capture", how, [keys])
+    assert started[0] == Atom("ok"), started
+    pid: Pid = started[1]
+    return pid
+
+
+def calls_of(events: list[elixirscope.TraceEvent], function: str) -> list[Any]:
+    return [e for e in events if e.kind == "call" and e.mfa and e.mfa[1] == Atom(function)]
+
+
+def test_a_module_trace_sees_local_calls_unless_told_global(scope: elixirscope.Scope) -> None:
+    ref = scope.trace("es_capture", "basic", only=["local_loop"])
+    scope.node.rpc("es_capture", "local_loop", [3])
+    events = collect(scope, lambda evs: len(calls_of(evs, "local_loop")) >= 4)
+    assert [e.value for e in calls_of(events, "local_loop")] == [[3], [2], [1], [0]]
+    scope.stop_trace(ref)
+    drain(scope)
+
+    scope.trace("es_capture", "basic", only=["local_loop"], calls="global")
+    scope.node.rpc("es_capture", "local_loop", [3])
+    scope.flush()
+    events = drain(scope, quiet=1.0)
+    assert [e.value for e in calls_of(events, "local_loop")] == [[3]]
+
+
+def test_level_applies_to_a_function_trace(scope: elixirscope.Scope) -> None:
+    scope.trace_function("es_capture", "summarize", 2, level="detailed")
+    scope.node.rpc("es_capture", "summarize", [{}, 7])
+    events = collect(scope, lambda evs: any(e.kind == "return" for e in evs))
+    assert [(e.kind, e.value) for e in events] == [("call", [{}, 7]), ("return", (7, 0))]
+
+
+def test_a_callback_ships_its_request_and_large_values_stop_being_shipped(
+        scope: elixirscope.Scope) -> None:
+    pid = server(scope, 20_000)
+    scope.trace("es_capture", "detailed")
+    scope.node.rpc("es_capture", "set", [pid, 1])
+    # Once the relay has seen the first call whole, the patterns are narrowed; calls
+    # made before that still arrive whole.
+    events = collect(scope, lambda evs: sum(e.kind == "return" for e in evs) >= 2)
+    for key in (2, 3):
+        scope.node.rpc("es_capture", "set", [pid, key])
+    events += collect(scope, lambda evs: sum(e.kind == "return" for e in evs) >= 4)
+    handle_calls = calls_of(events, "handle_call")
+    # The state argument never travels with the call, whatever its size.
+    assert [c.value[0] for c in handle_calls] == [(Atom("set"), k) for k in (1, 2, 3)]
+    assert all(c.value[2] == STATE and not c.truncated for c in handle_calls)
+    # The helper handed the whole state ships it once (cut to size), then no more.
+    summarize = calls_of(events, "summarize")
+    assert summarize[0].truncated
+    assert [c.value for c in summarize[1:]] == [[ELIDED, 2], [ELIDED, 3]]
+    # handle_call's result holds the state: after the first, its calls end by time.
+    returns = [e for e in events if e.kind == "return" and e.mfa[1] == Atom("handle_call")]
+    assert len(returns) == 3
+    assert not returns[0].ended_by_time and returns[0].truncated
+    assert all(r.ended_by_time for r in returns[1:])
+    narrowed = {tuple(item[0]): (item[1], item[2])
+                for info in scope.list_traces() for item in info.options.get("narrowed", [])}
+    assert narrowed[(M, Atom("summarize"), 2)] == ([1], True)
+    assert narrowed[(M, Atom("handle_call"), 3)] == ([], False)
+
+
+def test_state_capture_follows_the_callback_module_the_process_runs(
+        scope: elixirscope.Scope, tmp_path: Path) -> None:
+    """A server entered from a plain process (as a gen_server2 that became another
+    module looks): its initial call names no callback module."""
+    pid = server(scope, 3, "start_late")
+    scope.trace_process(pid, include=("state",))
+    path = tmp_path / "late.duckdb"
+    with scope.record(path):
+        scope.node.rpc("es_capture", "set", [pid, 9])
+        scope.node.rpc("es_capture", "bump", [pid])
+        scope.node.rpc("es_capture", "set", [pid, 10])
+        scope.node.rpc("sys", "get_state", [pid])  # waits until the cast is handled
+    truth = scope.node.rpc("sys", "get_state", [pid])
+    with elixirscope.open_recording(path) as rec:
+        history = rec.state_history(elixirscope.inspect(pid))
+        assert [step.callback for step in history][-3:] == [
+            "handle_call", "handle_cast", "handle_call"]
+        assert history[-1].state == truth
+        # Only the state was asked for: the calls recorded are the state callbacks
+        # (they are what caused each transition), none of what else the process ran.
+        called = {e.function for e in rec.events(pid=elixirscope.inspect(pid), kind="call")}
+        assert called == {"handle_call", "handle_cast"}
+
+
+def test_a_busy_process_is_not_probed_and_the_probe_is_not_recorded(
+        scope: elixirscope.Scope, tmp_path: Path) -> None:
+    idle = server(scope, 3)
+    busy = server(scope, 3)
+    scope.node.rpc("es_capture", "busy", [busy, 1500])
+    path = tmp_path / "probe.duckdb"
+    with scope.record(path):
+        for pid in (idle, busy):
+            scope.trace_process(pid, include=("state", "messages", "calls"))
+        queued = erl(scope.node, "element(2, process_info(P, messages))", P=busy)
+        scope.node.rpc("es_capture", "set", [idle, 4])
+    # Nothing of ours waits in the busy process's mailbox.
+    assert queued == []
+    with elixirscope.open_recording(path) as rec:
+        first = {pid: rec.state_history(elixirscope.inspect(pid))[0] for pid in (idle, busy)}
+        assert first[idle].callback == "initial"
+        assert first[busy].kind == "unavailable" and not first[busy].known
+        assert "busy" in rec.events(pid=elixirscope.inspect(busy), kind="state")[0].text
+        idle_events = rec.events(pid=elixirscope.inspect(idle))
+        assert idle_events, "the idle server's call should be recorded"
+        texts = " ".join(f"{e.mfa} {e.text}" for e in idle_events)
+        assert "sys" not in {str(e.mfa[0]) for e in idle_events if e.mfa}
+        assert ":system" not in texts and "get_state" not in texts
+
+
+def test_a_state_over_its_budget_is_shipped_no_more(scope: elixirscope.Scope) -> None:
+    pid = server(scope, 5_000)
+    scope.set_limits(max_state_bytes=20_000)
+    try:
+        scope.trace("es_capture", "basic", state=True, only=["summarize"])
+        # The probe reads the idle server's state at the start: over the budget.
+        first = collect(scope, lambda evs: any(e.kind == "state" and e.pid == pid
+                                               for e in evs))
+        for key in (1, 2, 3):
+            scope.node.rpc("es_capture", "set", [pid, key])
+        events = collect(scope, lambda evs: sum(e.kind == "return" for e in evs) >= 3)
+    finally:
+        scope.set_limits(max_state_bytes=262_144)
+    states = [e.value for e in first + events if e.kind == "state" and e.pid == pid]
+    assert len(states) == 1 and states[0][1][0] == Atom("too_large")
+    # From then on the callbacks' results, which hold the state, are not shipped.
+    returns = [e for e in events if e.kind == "return" and e.mfa[1] == Atom("handle_call")]
+    assert len(returns) == 3 and all(r.ended_by_time for r in returns)
