@@ -265,7 +265,7 @@ relay_loop(St) ->
             end;
         check ->
             erlang:send_after(100, self(), check),
-            relay_loop(sweep_states(check_limits(St)));
+            relay_loop(follow_names(sweep_states(check_limits(St))));
         {es_state_probe, TRef, Pid, Ts, Result, Probe} ->
             St1 = St#st{own = maps:remove(Probe, St#st.own)},
             relay_loop(on_state_probe(TRef, Pid, Ts, Result, St1));
@@ -1582,11 +1582,17 @@ trace_spec(function, Spec = #{module := M, function := F, arity := A, capture :=
                    patterns => [{{M, F, Ar}, local, Capturing} || Ar <- Arities],
                    flags => #{all => [call]}}}
     end;
-trace_spec(process, #{target := Target, include := Include, children := Children,
-                      rate := Rate}) ->
+trace_spec(process, Spec = #{target := Target, include := Include, children := Children,
+                             rate := Rate}) ->
     case resolve_pid(Target) of
         {error, _} = E -> E;
         {ok, Pid} ->
+            %% Children already alive are traced too (include_children): the
+            %% processes whose parent is Pid, and theirs, at most 10,000.
+            Existing = case Children of
+                           true -> descendants([Pid], 10000, []);
+                           false -> []
+                       end,
             Calls = lists:member(calls, Include),
             State = lists:member(state, Include),
             Flags = lists:usort(lists:append([include_flags(I) || I <- Include]) ++
@@ -1606,7 +1612,9 @@ trace_spec(process, #{target := Target, include := Include, children := Children
                        end,
             T = #{kind => process, pid => Pid, rate => 1.0, want_args => true,
                   children => Children, child_rate => float(Rate), include => Include,
-                  calls => Calls, patterns => Patterns, flags => #{Pid => Flags}},
+                  calls => Calls, patterns => Patterns, spec => Spec,
+                  existing_children => Existing,
+                  flags => maps:from_list([{P, Flags} || P <- [Pid | Existing]])},
             case {State, process_behaviour(Pid)} of
                 {false, _} -> {ok, T};
                 {true, none} -> {ok, T#{state_probe => {not_otp, [Pid]}}};
@@ -1633,13 +1641,61 @@ add_trace(TRef, T, St) ->
     Now = erlang:system_time(millisecond),
     T1 = T#{status => running, started_at => Now, captured => 0, dropped => 0,
             sampled_out => 0},
-    Members = case T of
-                  #{kind := process, pid := Root} -> (St#st.members)#{Root => TRef};
-                  _ -> St#st.members
-              end,
+    Traced = case T of
+                 #{kind := process, pid := Root} -> [Root | maps:get(existing_children, T, [])];
+                 _ -> []
+             end,
+    Members = maps:merge(St#st.members, maps:from_list([{P, TRef} || P <- Traced])),
     St1 = St#st{traces = (St#st.traces)#{TRef => T1}, members = Members,
                 routes_version = St#st.routes_version + 1},
-    {ok, probe_states(TRef, T1, apply_state(St1))}.
+    St2 = apply_state(St1),
+    {ok, probe_states(TRef, T1, in_flight(Traced, [TRef], St2))}.
+
+%% What each traced process already had when tracing switched on: its mailbox (a
+%% backlog has no receive events: those messages arrived before), and what it was
+%% doing. Record kind 18, after the flags are on.
+in_flight(Pids, Refs, St) ->
+    Ts = erlang:monotonic_time(nanosecond),
+    lists:foldl(
+      fun(P, Acc) ->
+              case erlang:process_info(P, [message_queue_len, current_function, status]) of
+                  [{message_queue_len, Len}, {current_function, Fn}, {status, Status}] ->
+                      record(18, 0, P, Ts, none, 0,
+                             #{message_queue_len => Len, current_function => Fn,
+                               status => Status}, Refs, Acc);
+                  _ -> Acc
+              end
+      end, St, Pids).
+
+%% A process trace given a registered name follows the name: when another process
+%% holds it (a supervisor restarted the first), that one is traced from then on, and
+%% a register record names it in the recording.
+follow_names(St = #st{tripped = false, traces = Traces}) ->
+    maps:fold(
+      fun(TRef, #{kind := process, pid := Old, spec := Spec = #{target := Name}}, Acc)
+            when is_atom(Name) ->
+              case whereis(Name) of
+                  New when is_pid(New), New =/= Old -> retarget(TRef, Spec, New, Name, Acc);
+                  _ -> Acc
+              end;
+         (_, _, Acc) -> Acc
+      end, St, Traces);
+follow_names(St) -> St.
+
+retarget(TRef, Spec, New, Name, St) ->
+    case trace_spec(process, Spec) of
+        {ok, T} ->
+            #{TRef := Old} = St#st.traces,
+            Kept = maps:with([status, started_at, captured, dropped, sampled_out], Old),
+            Members = maps:remove(maps:get(pid, Old), St#st.members),
+            St1 = apply_state(St#st{traces = (St#st.traces)#{TRef := maps:merge(T, Kept)},
+                                    members = Members#{New => TRef},
+                                    routes_version = St#st.routes_version + 1}),
+            Ts = erlang:monotonic_time(nanosecond),
+            St2 = record(14, 0, New, Ts, none, 0, Name, [TRef], St1),
+            probe_states(TRef, T, in_flight([New], [TRef], St2));
+        {error, _} -> St
+    end.
 
 %% Untraces the adopted children of a stopped process trace (the root's flags go
 %% with apply_state).
@@ -1767,6 +1823,20 @@ ends_of(Body) ->
     case lists:member({exception_trace}, Body) orelse lists:member({return_trace}, Body) of
         true -> value;
         false -> none
+    end.
+
+descendants([], _, Acc) -> lists:reverse(Acc);
+descendants(_, Budget, Acc) when Budget =< 0 -> lists:reverse(Acc);
+descendants(Parents, Budget, Acc) ->
+    Children = [P || P <- erlang:processes(),
+                     lists:member(parent_of(P), Parents), not lists:member(P, Acc)],
+    Taken = lists:sublist(Children, Budget),
+    descendants(Taken, Budget - length(Taken), lists:reverse(Taken, Acc)).
+
+parent_of(P) ->
+    case erlang:process_info(P, parent) of
+        {parent, Parent} -> Parent;
+        _ -> undefined
     end.
 
 system_exclusions() ->

@@ -1,0 +1,111 @@
+"""Process traces on a real node: a name followed across restarts, children already
+alive when tracing starts, and what each process had in flight at that moment."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import elixirscope
+from elixirscope.etf import Atom, Pid
+from elixirscope.sample_nodes import BeamNode
+from tracing_support import erl, start_traced
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture(scope="module")
+def beam(traced_code: bytes) -> Iterator[BeamNode]:
+    with start_traced(traced_code, "t_proc") as node:
+        yield node
+
+
+@pytest.fixture
+def scope(beam: BeamNode) -> Iterator[elixirscope.Scope]:
+    with elixirscope.attach(beam.name, beam.cookie) as attached:
+        yield attached
+
+
+def wait_for(check: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def worker(scope: elixirscope.Scope, name: str) -> Pid:
+    pid: Pid = erl(scope.node, f"spawn(es_traced, registered_worker, [{name}])")
+    wait_for(lambda: scope.node.rpc("erlang", "whereis", [Atom(name)]) == pid)
+    return pid
+
+
+def test_a_traced_name_follows_whoever_holds_it(scope: elixirscope.Scope,
+                                                tmp_path: Path) -> None:
+    first = worker(scope, "es_follow")
+    scope.trace_process("es_follow", include=("messages", "lifecycle"))
+    path = tmp_path / "follow.duckdb"
+    with scope.record(path):
+        erl(scope.node, "es_follow ! hello_first")
+        erl(scope.node, "exit(P, kill)", P=first)
+        second = worker(scope, "es_follow")
+        time.sleep(0.5)  # the relay looks for a new holder every 100 ms
+        erl(scope.node, "es_follow ! hello_second")
+        time.sleep(0.3)
+    with elixirscope.open_recording(path) as rec:
+        by_name = rec.events(pid="es_follow", kind="receive")
+        assert [(e.pid, e.text) for e in by_name] == [
+            (elixirscope.inspect(first), ":hello_first"),
+            (elixirscope.inspect(second), ":hello_second")]
+        holders = {p.pid: p for p in rec.processes()}
+        assert "es_follow" in str(holders[elixirscope.inspect(second)].names)
+        assert holders[elixirscope.inspect(first)].exit_reason is not None
+    erl(scope.node, "es_follow ! stop")
+
+
+def test_children_alive_before_tracing_are_traced(scope: elixirscope.Scope,
+                                                  tmp_path: Path) -> None:
+    parent, kids = erl(scope.node, """
+        Self = self(),
+        Parent = spawn(fun() ->
+                           Kids = [spawn(fun() -> receive {ping, From} -> From ! pong end end)
+                                   || _ <- [1, 2]],
+                           Self ! {kids, Kids},
+                           receive stop -> ok end
+                       end),
+        receive {kids, K} -> {Parent, K} after 2000 -> {Parent, []} end""")
+    assert len(kids) == 2
+    scope.trace_process(parent, include=("messages", "lifecycle"), include_children=True)
+    path = tmp_path / "kids.duckdb"
+    with scope.record(path):
+        for kid in kids:
+            erl(scope.node, "K ! {ping, self()}, receive pong -> ok end", K=kid)
+        time.sleep(0.3)
+    with elixirscope.open_recording(path) as rec:
+        for kid in kids:
+            text = elixirscope.inspect(kid)
+            assert [e.kind for e in rec.events(pid=text) if e.kind != "mailbox"] == [
+                "receive", "send", "exit"]
+            assert next(p for p in rec.processes() if p.pid == text).exit_reason is not None
+    erl(scope.node, "P ! stop", P=parent)
+
+
+def test_what_was_in_flight_when_tracing_started(scope: elixirscope.Scope,
+                                                 tmp_path: Path) -> None:
+    sleeper = erl(scope.node, "spawn(fun() -> timer:sleep(1500), receive stop -> ok end end)")
+    for n in range(5):
+        erl(scope.node, f"P ! {{queued, {n}}}", P=sleeper)
+    path = tmp_path / "backlog.duckdb"
+    with scope.record(path):
+        scope.trace_process(sleeper, include=("messages",))
+        time.sleep(0.2)
+    with elixirscope.open_recording(path) as rec:
+        mailbox = rec.events(pid=elixirscope.inspect(sleeper), kind="mailbox")
+        assert len(mailbox) == 1
+        value = mailbox[0].value
+        assert value[Atom("message_queue_len")] == 5
+        assert value[Atom("current_function")] == (Atom("timer"), Atom("sleep"), 1)
