@@ -169,3 +169,33 @@ def test_a_state_over_its_budget_is_shipped_no_more(scope: elixirscope.Scope) ->
     # From then on the callbacks' results, which hold the state, are not shipped.
     returns = [e for e in events if e.kind == "return" and e.mfa[1] == Atom("handle_call")]
     assert len(returns) == 3 and all(r.ended_by_time for r in returns)
+
+
+def test_calls_to_other_processes_are_recorded_as_waits(
+        scope: elixirscope.Scope, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_support import json_rows, run
+    from elixirscope.recording.waits import waits
+
+    asker, slow, fast = (server(scope, 3) for _ in range(3))
+    path = tmp_path / "waits.duckdb"
+    scope.trace("es_capture", "detailed", only=["handle_call", "handle_cast"])
+    with scope.record(path):
+        scope.node.rpc("es_capture", "ask", [asker, fast, (Atom("set"), 1), 1000])
+        scope.node.rpc("es_capture", "busy", [slow, 600])
+        scope.node.rpc("es_capture", "ask", [asker, slow, (Atom("set"), 2), 100])
+        # The client's own gen:call is outside traced code: not a wait of the recording.
+        scope.node.rpc("es_capture", "set", [fast, 3])
+    with elixirscope.open_recording(path) as rec:
+        found = waits(rec)
+    assert [(w.pid, w.callee, w.request, w.outcome) for w in found] == [
+        (elixirscope.inspect(asker), elixirscope.inspect(fast), "{:set, 1}", "answered"),
+        (elixirscope.inspect(asker), elixirscope.inspect(slow), "{:set, 2}", "timed out")]
+    assert found[0].detail == "{:ok, {1, 3}}"
+    assert all(w.caller is not None and w.caller.function == "handle_call" for w in found)
+    assert found[1].duration is not None and found[1].duration >= 0.1
+    rows = json_rows(capsys, "waits", str(path), "--pid", elixirscope.inspect(asker))
+    assert [(r["callee"], r["outcome"], r["in"]) for r in rows] == [
+        (elixirscope.inspect(fast), "answered", ":es_capture.handle_call/3"),
+        (elixirscope.inspect(slow), "timed out", ":es_capture.handle_call/3")]
+    code, out, _ = run(capsys, "waits", str(path))
+    assert code == 0 and "timed out" in out and "{:set, 2}" in out

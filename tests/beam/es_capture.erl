@@ -2,7 +2,7 @@
 %% arguments carry a process state, and whose state is captured.
 -module(es_capture).
 -behaviour(gen_server).
--export([start/1, start_late/1, set/2, bump/1, summarize/2, busy/2, local_loop/1,
+-export([start/1, start_late/1, set/2, bump/1, summarize/2, busy/2, local_loop/1, ask/4,
          init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 %% A server whose state is a map of Keys entries.
@@ -24,6 +24,9 @@ set(Pid, Key) -> gen_server:call(Pid, {set, Key}).
 
 bump(Pid) -> gen_server:cast(Pid, bump).
 
+%% Pid asks Other for Request from inside its handle_call, waiting at most Timeout.
+ask(Pid, Other, Request, Timeout) -> gen_server:call(Pid, {ask, Other, Request, Timeout}).
+
 %% Blocks the server in a call of its own for Ms milliseconds.
 busy(Pid, Ms) -> gen_server:cast(Pid, {sleep, Ms}).
 
@@ -34,6 +37,8 @@ local_loop(N) -> _ = summarize(#{}, N), local_loop(N - 1).
 init(Keys) ->
     {ok, maps:from_list([{K, {entry, K}} || K <- lists:seq(1, Keys)])}.
 
+handle_call({ask, Other, Request, Timeout}, _From, State) ->
+    {reply, catch gen_server:call(Other, Request, Timeout), State};
 handle_call({set, Key}, _From, State) ->
     {reply, {ok, summarize(State, Key)}, State#{Key => {entry, set}}}.
 

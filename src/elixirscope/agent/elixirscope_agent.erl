@@ -542,6 +542,8 @@ recorded_call(Mfa, Pid, Args, St) ->
         false -> {wanted_call(Mfa, Pid, St), St}
     end.
 
+wanted_call({gen, call, 4}, Pid, St) ->
+    is_map_key(Pid, St#st.stacks) orelse is_map_key(Pid, St#st.members);
 wanted_call(Mfa, Pid, St) ->
     maps:is_key(Mfa, St#st.applied_patterns) orelse
         case membership(Pid, St) of
@@ -1554,7 +1556,7 @@ trace_spec(module, Spec = #{module := M, level := Level, only := Only, exclude :
                   rate => float(Rate), want_args => true, calls => Where,
                   patterns => [{{M, F, A}, Where,
                                 with_elided(Clauses, maps:get({F, A}, States, []))}
-                               || {F, A} <- Fs],
+                               || {F, A} <- Fs] ++ [W || Level =/= basic, W <- waits()],
                   flags => #{all => [call]}},
             case WantState of
                 false -> {ok, T};
@@ -1607,7 +1609,7 @@ trace_spec(process, Spec = #{target := Target, include := Include, children := C
             Patterns = case Calls orelse State of
                            true -> [{{'_', '_', '_'}, global,
                                      [capture([{'=:=', {self}, Pid}], value, false)]}
-                                    | system_exclusions()];
+                                    | system_exclusions() ++ waits()];
                            false -> []
                        end,
             T = #{kind => process, pid => Pid, rate => 1.0, want_args => true,
@@ -1823,6 +1825,18 @@ ends_of(Body) ->
     case lists:member({exception_trace}, Body) orelse lists:member({return_trace}, Body) of
         true -> value;
         false -> none
+    end.
+
+%% A call to another process made from traced code (GenServer.call, :gen_statem.call,
+%% gen_server2 and p1_server calls all go through gen:call/4) is a wait: its span says
+%% who waited on whom (the first argument, as the caller named it), for what, since
+%% when, and whether a reply came, it timed out or the callee died. The pattern is on
+%% every process the trace flags; the relay keeps only the calls made inside traced
+%% code (see wanted_call/3).
+waits() ->
+    case code:ensure_loaded(gen) =:= {module, gen} andalso erlang:function_exported(gen, call, 4) of
+        true -> [{{gen, call, 4}, local, [capture([], value, false)]}];
+        false -> []
     end.
 
 descendants([], _, Acc) -> lists:reverse(Acc);

@@ -21,6 +21,7 @@ from elixirscope.cli import (
     recording_commands,
     state_commands,
     ui_command,
+    waits_command,
 )
 from elixirscope.errors import ElixirScopeError
 from elixirscope.version import __version__
@@ -34,7 +35,7 @@ def cli(debug: bool) -> None:
 
 
 for _commands in (demo_command, node_commands, record_command, recording_commands,
-                  export_command, state_commands, ui_command):
+                  export_command, state_commands, ui_command, waits_command):
     _commands.register(cli)
 analysis_commands.register(cli)
 

@@ -1,0 +1,49 @@
+"""``waits``: the calls traced code made to other processes, and how each ended."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from elixirscope.cli import output
+from elixirscope.cli.options import json_option
+from elixirscope.cli.recording_commands import _process
+from elixirscope.recording.query import open_recording
+from elixirscope.recording.waits import waits as recorded_waits
+
+
+@click.command()
+@click.argument("recording", metavar="REC", type=click.Path(path_type=Path))
+@click.option("--pid", "pid", metavar="PID", help="Only the waits of this process.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="At most this many waits.")
+@json_option("One JSON object per wait; duration is null only for a wait with no end.")
+def waits(recording: Path, pid: str | None, limit: int, as_json: bool) -> None:
+    """Every call to another process (GenServer.call, :gen_statem.call, gen_server2 and
+    p1_server calls) made from traced code in recording REC: who waited, in which
+    callback, on whom, for what, for how long, and how it ended (answered, timed out,
+    callee exited, or waiting when the recording stopped). Recorded at the detailed
+    and full levels."""
+    with open_recording(recording) as rec:
+        found = recorded_waits(rec, (_process(pid) or pid) if pid else None, limit=limit)
+    if as_json:
+        output.json_rows(found)
+        return
+    table = Table(box=None, title=f"{recording}: {len(found)} waits")
+    for header in ("since (s)", "waited (s)", "process", "in", "on", "request", "outcome"):
+        table.add_column(header, justify="right" if "(s)" in header else "left",
+                         overflow="fold")
+    for wait in found:
+        waited = "" if wait.duration is None else f"{wait.duration:.3f}"
+        outcome = wait.outcome + (f": {wait.detail}" if wait.detail else "")
+        table.add_row(f"{wait.since:.3f}", waited, Text(wait.span.pid_name or wait.pid),
+                      Text(wait.caller.mfa if wait.caller else ""), Text(wait.callee),
+                      Text(wait.request), Text(outcome))
+    output.out.print(table)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(waits)
