@@ -199,3 +199,29 @@ def test_calls_to_other_processes_are_recorded_as_waits(
         (elixirscope.inspect(slow), "timed out", ":es_capture.handle_call/3")]
     code, out, _ = run(capsys, "waits", str(path))
     assert code == 0 and "timed out" in out and "{:set, 2}" in out
+
+
+def test_callbacks_of_a_backlog_are_not_given_later_messages(scope: elixirscope.Scope,
+                                                             tmp_path: Path) -> None:
+    """Three casts wait behind a slow one when tracing starts; a fourth comes after.
+    The first three handle_casts served messages queued before the recording: no
+    trigger. The fourth served the cast received while traced."""
+    pid = server(scope, 3)
+    scope.node.rpc("es_capture", "busy", [pid, 800])
+    for _ in range(3):
+        scope.node.rpc("es_capture", "bump", [pid])
+    path = tmp_path / "backlog.duckdb"
+    with scope.record(path):
+        scope.trace_process(pid, include=("messages", "calls"))
+        scope.node.rpc("es_capture", "bump", [pid])
+        scope.node.rpc("sys", "get_state", [pid])  # after every cast
+    with elixirscope.open_recording(path) as rec:
+        text = elixirscope.inspect(pid)
+        mailbox = rec.events(pid=text, kind="mailbox")[0].value
+        assert mailbox[Atom("backlog")][Atom("cast")] == 3
+        casts = rec.spans(pid=text, function="handle_cast")
+        assert len(casts) == 4
+        triggers = [span.trigger_message_id for span in casts]
+        assert triggers[:3] == [None, None, None] and triggers[3] is not None
+        received = rec.events(pid=text, kind="receive")
+        assert triggers[3] in [e.message_id for e in received if "$gen_cast" in e.text]

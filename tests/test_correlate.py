@@ -20,7 +20,8 @@ from elixirscope.tracing.events import TARGET_NOT_PID
 F = ("Elixir.Bank", "f", 1)
 G = ("Elixir.Bank", "g", 1)
 H = ("Elixir.Bank", "h", 1)
-HANDLE = ("Elixir.Bank.Account", "handle_call", 3)
+HANDLE = ("Elixir.Bank.Account", "serve", 1)
+HANDLE_CALL = ("Elixir.Bank.Account", "handle_call", 3)
 INIT = ("Elixir.Bank.Account", "init", 1)
 SPAN_COLUMNS = ("span_id, depth, parent_span_id, start_ts, end_ts, duration_ns, end_seq, "
                 "outcome")
@@ -282,24 +283,74 @@ def test_repeated_messages_pair_first_in_first_out(path: Path) -> None:
     assert rec.rows("SELECT count(*) FROM messages") == [(7,)]
 
 
+CAST = ("Elixir.Bank.Account", "handle_cast", 2)
+INFO = ("Elixir.Bank.Account", "handle_info", 2)
+LOOP = ("Elixir.Bank.Loop", "loop", 1)
+
+
+def gen_call(n: int) -> tuple[Any, ...]:
+    return (Atom("$gen_call"), (Atom("from"), n), (Atom("get"), n))
+
+
 def test_handler_trigger_and_queue_time(path: Path) -> None:
     s = Script()
-    request = s.send(1, 100, 2, (Atom("call"), 1))
-    got = s.receive(2, 110, (Atom("call"), 1))
-    handler = s.call(2, 150, HANDLE)
+    request = s.send(1, 100, 2, gen_call(1))
+    got = s.receive(2, 110, gen_call(1))
+    handler = s.call(2, 150, HANDLE_CALL)
     inner = s.call(2, 160, F)
     s.ret(2, 170, F)
-    s.ret(2, 180, HANDLE)
-    again = s.call(2, 190, HANDLE)  # no new message: same trigger, not the first handler
-    s.ret(2, 200, HANDLE)
-    idle = s.call(3, 10, HANDLE)  # nothing received before it
-    s.ret(3, 20, HANDLE)
+    s.ret(2, 180, HANDLE_CALL)
+    again = s.call(2, 190, HANDLE_CALL)  # no new call received: never the same message twice
+    s.ret(2, 200, HANDLE_CALL)
+    idle = s.call(3, 10, HANDLE_CALL)  # nothing received before it
+    s.ret(3, 20, HANDLE_CALL)
     rec = s.record(path)
     message = rec.message(request)
     assert (message["receive_seq"], message["handled_ts"], message["queue_ns"],
             message["handler_span_id"]) == (got, 150, 40, handler)
     assert rec.rows("SELECT span_id, trigger_message_id FROM spans ORDER BY span_id") == [
-        (handler, request), (inner, None), (again, request), (idle, None)]
+        (handler, request), (inner, None), (again, None), (idle, None)]
+
+
+def test_callbacks_serve_their_kind_of_message_after_the_backlog(path: Path) -> None:
+    """Two casts were queued when tracing began: the first two handle_casts served
+    them, the third serves the cast received since; the timer's :timeout that arrived
+    last is no cast's trigger, and handle_info serves it."""
+    s = Script()
+    s.add("mailbox", 2, 5, value={Atom("message_queue_len"): 2, Atom("backlog"): {
+        Atom("call"): 0, Atom("cast"): 2, Atom("info"): 0}})
+    cast = s.send(1, 10, 2, (Atom("$gen_cast"), Atom("third")))
+    s.receive(2, 11, (Atom("$gen_cast"), Atom("third")))
+    timer = s.receive(2, 12, Atom("timeout"))
+    first = s.call(2, 20, CAST)
+    s.ret(2, 21, CAST)
+    second = s.call(2, 30, CAST)
+    s.ret(2, 31, CAST)
+    third = s.call(2, 40, CAST)
+    s.ret(2, 41, CAST)
+    info = s.call(2, 50, INFO)
+    s.ret(2, 51, INFO)
+    rec = s.record(path)
+    assert rec.rows("SELECT span_id, trigger_message_id FROM spans ORDER BY span_id") == [
+        (first, None), (second, None), (third, cast), (info, timer)]
+
+
+def test_an_uncounted_backlog_pairs_nothing_and_a_loop_takes_each_message_once(
+        path: Path) -> None:
+    s = Script()
+    s.add("mailbox", 2, 5, value={Atom("message_queue_len"): 200_000,
+                                  Atom("backlog"): Atom("unknown")})
+    s.receive(2, 10, (Atom("$gen_cast"), Atom("late")))
+    served = s.call(2, 20, CAST)
+    s.ret(2, 21, CAST)
+    got = s.receive(3, 30, Atom("work"))
+    loop = s.call(3, 40, LOOP)
+    s.ret(3, 41, LOOP)
+    again = s.call(3, 50, LOOP)
+    s.ret(3, 51, LOOP)
+    rec = s.record(path)
+    assert rec.rows("SELECT span_id, trigger_message_id FROM spans ORDER BY span_id") == [
+        (served, None), (loop, got), (again, None)]
 
 
 def test_correlation_follows_messages_across_three_processes(path: Path) -> None:

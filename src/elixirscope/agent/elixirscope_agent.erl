@@ -333,7 +333,7 @@ on_trace(Msg, St0) ->
     end.
 
 process_event(Code, Pid, Other, Mfa, Value, Ts, St) ->
-    St1 = adopt_on_spawn(Code, Pid, Other, St),
+    St1 = adopt_on_spawn(Code, Pid, Other, Ts, St),
     case membership(Pid, St1) of
         {rejected, TRef} -> maybe_forget(Code, Pid, sampled_out([TRef], St1));
         Refs ->
@@ -594,11 +594,13 @@ maybe_forget(_, _, St) -> St.
 %% stays traced; the others are untraced at once and what they still emitted counts
 %% as sampled out. The parent's spawn event and the child's spawned event come from
 %% two processes in either order, so whichever arrives first decides.
-adopt_on_spawn(7, Parent, Child, St) when is_pid(Child) -> decide(Child, Parent, St);
-adopt_on_spawn(8, Child, Parent, St) when is_pid(Parent) -> decide(Child, Parent, St);
-adopt_on_spawn(_, _, _, St) -> St.
+adopt_on_spawn(7, Parent, Child, Ts, St) when is_pid(Child) -> decide(Child, Parent, Ts, St);
+adopt_on_spawn(8, Child, Parent, Ts, St) when is_pid(Parent) -> decide(Child, Parent, Ts, St);
+adopt_on_spawn(_, _, _, _, St) -> St.
 
-decide(Child, Parent, St = #st{members = Members}) ->
+%% An adopted child starts with an empty mailbox: every message it gets is received
+%% while traced (its mailbox record says so, for the pairing of its callbacks).
+decide(Child, Parent, Ts, St = #st{members = Members}) ->
     case {maps:is_key(Child, Members), maps:get(Parent, Members, undefined)} of
         {false, {rejected, TRef}} ->
             catch tr_process(St#st.session, Child, false, [all]),
@@ -608,7 +610,10 @@ decide(Child, Parent, St = #st{members = Members}) ->
             case maps:get(TRef, St#st.traces, undefined) of
                 #{children := true, child_rate := Rate} ->
                     case Rate >= 1.0 orelse rand:uniform() < Rate of
-                        true -> St#st{members = Members#{Child => TRef}};
+                        true ->
+                            record(18, 0, Child, Ts, none, 0,
+                                   #{message_queue_len => 0, backlog => backlog(Child, 0, 0)},
+                                   [TRef], St#st{members = Members#{Child => TRef}});
                         false ->
                             catch tr_process(St#st.session, Child, false, [all]),
                             St#st{members = Members#{Child => {rejected, TRef}}}
@@ -1651,23 +1656,52 @@ add_trace(TRef, T, St) ->
     St1 = St#st{traces = (St#st.traces)#{TRef => T1}, members = Members,
                 routes_version = St#st.routes_version + 1},
     St2 = apply_state(St1),
-    {ok, probe_states(TRef, T1, in_flight(Traced, [TRef], St2))}.
+    {ok, probe_states(TRef, T1, in_flight(Traced, [TRef], counts_backlog(T), St2))}.
+
+counts_backlog(#{include := Include}) -> lists:member(messages, Include);
+counts_backlog(_) -> false.
 
 %% What each traced process already had when tracing switched on: its mailbox (a
 %% backlog has no receive events: those messages arrived before), and what it was
-%% doing. Record kind 18, after the flags are on.
-in_flight(Pids, Refs, St) ->
+%% doing. Record kind 18, after the flags are on. With Count, the queued messages are
+%% counted by kind (call, cast, system, reply, info), so each callback can be paired
+%% with the message it served; only for a queue of at most 10,000 messages in at most
+%% 64 MB, since counting copies the queue into the relay (else backlog => unknown).
+in_flight(Pids, Refs, Count, St) ->
     Ts = erlang:monotonic_time(nanosecond),
     lists:foldl(
       fun(P, Acc) ->
-              case erlang:process_info(P, [message_queue_len, current_function, status]) of
-                  [{message_queue_len, Len}, {current_function, Fn}, {status, Status}] ->
+              Items = [message_queue_len, current_function, status, memory],
+              case erlang:process_info(P, Items) of
+                  [{message_queue_len, Len}, {current_function, Fn}, {status, Status},
+                   {memory, Bytes}] ->
+                      Backlog = case Count of
+                                    true -> backlog(P, Len, Bytes);
+                                    false -> unknown
+                                end,
                       record(18, 0, P, Ts, none, 0,
                              #{message_queue_len => Len, current_function => Fn,
-                               status => Status}, Refs, Acc);
+                               status => Status, backlog => Backlog}, Refs, Acc);
                   _ -> Acc
               end
       end, St, Pids).
+
+backlog(_, 0, _) -> #{call => 0, cast => 0, system => 0, reply => 0, info => 0};
+backlog(P, Len, Bytes) when Len =< 10000, Bytes =< 64 * 1024 * 1024 ->
+    case erlang:process_info(P, messages) of
+        {messages, Messages} ->
+            lists:foldl(fun(M, Acc) -> maps:update_with(message_kind(M), fun(N) -> N + 1 end, Acc)
+                        end, backlog(P, 0, 0), Messages);
+        _ -> unknown
+    end;
+backlog(_, _, _) -> unknown.
+
+message_kind({'$gen_call', _, _}) -> call;
+message_kind({'$gen_cast', _}) -> cast;
+message_kind({system, _, _}) -> system;
+message_kind({Ref, _}) when is_reference(Ref) -> reply;
+message_kind({[alias | Ref], _}) when is_reference(Ref) -> reply;
+message_kind(_) -> info.
 
 %% A process trace given a registered name follows the name: when another process
 %% holds it (a supervisor restarted the first), that one is traced from then on, and
@@ -1695,7 +1729,7 @@ retarget(TRef, Spec, New, Name, St) ->
                                     routes_version = St#st.routes_version + 1}),
             Ts = erlang:monotonic_time(nanosecond),
             St2 = record(14, 0, New, Ts, none, 0, Name, [TRef], St1),
-            probe_states(TRef, T, in_flight([New], [TRef], St2));
+            probe_states(TRef, T, in_flight([New], [TRef], counts_backlog(T), St2));
         {error, _} -> St
     end.
 

@@ -19,10 +19,14 @@ to dead processes are never matched. Trade-off: a lost receive makes later recei
 of the same bytes at that process pair with the copy sent one earlier; messages with
 other bytes are never touched.
 
-Handlers. A depth-1 span serves the message received last before it on its process
-(by ``seq``: per process that is the order of the node's clock, and exact on ties).
-Receive events fire when the message reaches the mailbox, so with a backlog the
-guess is the newest queued message and queue_ns is a lower bound.
+Handlers. A behaviour callback (handle_call/3, handle_cast/2, handle_info/2) at depth
+1 serves the messages of its kind (call, cast, other) first in, first out, after those
+already queued when its process's tracing began (the agent's mailbox record counts
+them): a backlog's callbacks have no trigger instead of a later message's, and a
+timer's message is never the trigger of a callback that served a call or a cast.
+Other depth-1 spans serve the message received last before them, if it came after the
+process's previous depth-1 span. Receive events fire when the message reaches the
+mailbox, so queue_ns runs from arrival to the handler's start.
 
 Correlation. A depth-1 span triggered by a message joins the causal tree of the span
 that sent it (that span's root's correlation); other roots start a tree (their own
@@ -47,13 +51,14 @@ import duckdb
 
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError
-from elixirscope.etf import decode
+from elixirscope.etf import Atom, decode
 from elixirscope.recording import correlate_sql as sql
 from elixirscope.recording import schema
 from elixirscope.recording.store import put_meta
 from elixirscope.tracing.events import KIND_CODES
 
 MAX_CHAIN_ROUNDS = 64
+BACKLOG = Atom("backlog")
 # What finalize does, in order (for progress reports).
 PHASES = ("spans", "messages", "causal chains", "event columns", "processes",
           "activity bins")
@@ -106,6 +111,7 @@ def _build(cur: duckdb.DuckDBPyConnection, progress: Progress | None) -> None:
                  sql.SPANS):
         cur.execute(step)
     begin("messages")
+    _load_backlog(cur)
     for step in (sql.MATCHES, sql.MESSAGES, sql.TRIGGERS):
         cur.execute(step)
     begin("causal chains")
@@ -156,6 +162,26 @@ def _rewrite_events(cur: duckdb.DuckDBPyConnection) -> None:
     cur.execute(sql.REWRITE_EVENTS)
     cur.execute("DROP TABLE events")
     cur.execute("ALTER TABLE events_new RENAME TO events")
+
+
+def _load_backlog(cur: duckdb.DuckDBPyConnection) -> None:
+    """fz_backlog: per process and kind of message (call, cast, info), how many were
+    queued when its tracing began, from the agent's mailbox records; n is NULL where
+    the agent could not count them (a very long queue)."""
+    cur.execute("CREATE OR REPLACE TEMP TABLE fz_backlog "
+                "(pid_id INTEGER, category VARCHAR, n BIGINT)")
+    rows: list[tuple[int, str, int | None]] = []
+    for pid_id, payload in cur.execute(sql.MAILBOX_PAYLOADS).fetchall():
+        try:
+            mailbox = decode(payload)
+        except ETFDecodeError:
+            continue
+        backlog = mailbox.get(BACKLOG) if isinstance(mailbox, dict) else None
+        for category in ("call", "cast", "info"):
+            count = backlog.get(Atom(category)) if isinstance(backlog, dict) else None
+            rows.append((pid_id, category, count if isinstance(count, int) else None))
+    if rows:
+        cur.executemany("INSERT INTO fz_backlog VALUES (?, ?, ?)", rows)
 
 
 def _load_names(cur: duckdb.DuckDBPyConnection) -> None:

@@ -134,16 +134,66 @@ FROM fz_look r ANTI JOIN fz_match m ON m.receive_seq = r.seq
 WHERE r.kind = 6
 """
 
-# A depth-1 span serves the message received last before it on its process.
-TRIGGERS = """
+# What a received message is, from the first bytes of its ETF: a GenServer call
+# ({:"$gen_call", from, request}), cast ({:"$gen_cast", request}), a system message,
+# a reply to a call the process made ({ref, reply} or {[:alias | ref], reply}: taken by
+# that call's own receive, never by a callback), or anything else (info). Atoms come
+# as ATOM_EXT (d) from OTP 25 and SMALL_ATOM_UTF8_EXT (w) from OTP 26.
+_CATEGORY = r"""
+CASE WHEN starts_with(head, '\x83h\x03d\x00\x09$gen_call')
+          OR starts_with(head, '\x83h\x03w\x09$gen_call') THEN 'call'
+     WHEN starts_with(head, '\x83h\x02d\x00\x09$gen_cast')
+          OR starts_with(head, '\x83h\x02w\x09$gen_cast') THEN 'cast'
+     WHEN starts_with(head, '\x83h\x03d\x00\x06system')
+          OR starts_with(head, '\x83h\x03w\x06system') THEN 'system'
+     WHEN starts_with(head, '\x83h\x02Z') OR starts_with(head, '\x83h\x02r')
+          OR starts_with(head, '\x83h\x02l\x00\x00\x00\x01d\x00\x05alias')
+          OR starts_with(head, '\x83h\x02l\x00\x00\x00\x01w\x05alias') THEN 'reply'
+     ELSE 'info' END"""
+
+# What triggered each depth-1 span. A behaviour callback (handle_call/3,
+# handle_cast/2, handle_info/2) serves the messages of its kind first in, first out:
+# the n-th handle_cast of a process serves the n-th cast it received, after the casts
+# already queued when tracing began (fz_backlog, from the mailbox record; when that
+# count is unknown, nothing is paired). A callback with no such message has no trigger:
+# its message was queued before the recording. Any other depth-1 span, and any span
+# of a process without a mailbox record (a recording made elsewhere), serves the
+# message received last before it, if that came after the process's previous depth-1
+# span: a message is never taken twice, and a loop that received nothing has no
+# trigger.
+TRIGGERS = f"""
 CREATE OR REPLACE TEMP TABLE fz_trigger AS
 WITH recv AS (
-    SELECT receive_seq AS seq, receiver_pid_id AS pid_id, message_id
-    FROM fz_msg WHERE receive_seq IS NOT NULL
+    SELECT m.receive_seq AS seq, m.receiver_pid_id AS pid_id, m.message_id,
+           {_CATEGORY} AS category
+    FROM fz_msg m
+    JOIN (SELECT seq, left(payload::VARCHAR, 48) AS head FROM events WHERE kind = 6) e
+      ON e.seq = m.receive_seq
+), firsts AS (
+    SELECT s.span_id, s.pid_id,
+           LAG(s.span_id) OVER (PARTITION BY s.pid_id ORDER BY s.span_id) AS prev,
+           CASE WHEN f.function = 'handle_call' AND f.arity = 3 THEN 'call'
+                WHEN f.function = 'handle_cast' AND f.arity = 2 THEN 'cast'
+                WHEN f.function = 'handle_info' AND f.arity = 2 THEN 'info' END AS category
+    FROM fz_span s JOIN functions f ON f.mfa_id = s.mfa_id
+    WHERE s.depth = 1
+), served AS (
+    SELECT f.span_id, f.pid_id, f.category,
+           ROW_NUMBER() OVER (PARTITION BY f.pid_id, f.category ORDER BY f.span_id) - b.n AS n
+    FROM firsts f JOIN fz_backlog b ON b.pid_id = f.pid_id AND b.category = f.category
+), arrived AS (
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY pid_id, category ORDER BY seq) AS n FROM recv
 )
-SELECT s.span_id, r.message_id
-FROM (SELECT span_id, pid_id FROM fz_span WHERE depth = 1) s
-ASOF JOIN recv r ON r.pid_id = s.pid_id AND s.span_id >= r.seq
+SELECT s.span_id, a.message_id
+FROM served s
+LEFT JOIN arrived a ON a.pid_id = s.pid_id AND a.category = s.category AND a.n = s.n
+     AND a.seq < s.span_id
+UNION ALL
+SELECT f.span_id, CASE WHEN r.seq > COALESCE(f.prev, -1) THEN r.message_id END
+FROM (SELECT * FROM firsts f WHERE category IS NULL OR NOT EXISTS (
+          SELECT 1 FROM fz_backlog b WHERE b.pid_id = f.pid_id)) f
+ASOF LEFT JOIN (SELECT * FROM recv WHERE category NOT IN ('system', 'reply')) r
+     ON r.pid_id = f.pid_id AND f.span_id >= r.seq
 """
 
 # Causal links between trees: a root span that a message triggered hangs under the
@@ -354,4 +404,10 @@ FROM events GROUP BY key ORDER BY key
 """
 
 WORK_TABLES = ("fz_ev", "fz_look", "fz_close", "fz_span", "fz_match", "fz_msg",
-               "fz_trigger", "fz_chain", "fz_names")
+               "fz_trigger", "fz_chain", "fz_names", "fz_backlog")
+
+# The first mailbox record of each process (kind 18): what it had queued when its
+# tracing began.
+MAILBOX_PAYLOADS = """
+SELECT pid_id, ARG_MIN(payload, seq) FROM events WHERE kind = 18 GROUP BY pid_id
+"""
