@@ -311,7 +311,7 @@ on_trace(Msg, St0) ->
                 {true, St1} when Kind =:= return ->
                     {Size, St2} = record_sized(2, 0, Pid, Ts, Mfa, 0, strip_return(Role, Value),
                                                Refs, St1),
-                    St3 = time_only_if_large(Size, Role, Mfa, Value, St2),
+                    St3 = time_only_if_large(Size, Role, Pid, Mfa, Value, St2),
                     state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St3);
                 {true, St1} ->
                     record(3, 0, Pid, Ts, Mfa, 0, Value, Refs, St1)
@@ -358,7 +358,7 @@ on_call(Pid, Mfa, Args, Caller, Ends, Ts, St) ->
                 (if Ends =:= none -> 0; true -> 8 end),
             {Size, St3} = record_sized(1, Flags, Pid, Ts, Mfa, CallerIdx, Payload,
                                        Refs, St2),
-            St4 = elide_large_args(Size, Mfa, Args, St3),
+            St4 = elide_large_args(Size, Pid, Mfa, Args, St3),
             state_after_call(Role, Pid, Ts, Mfa, Args, Refs, St4)
     end.
 
@@ -477,34 +477,49 @@ end_timed_above(Pid, Ts, St) ->
 %% longer shipped; when a return value does, the function's calls are closed by time
 %% alone. Either costs one pattern change per function, and the calls in between
 %% still arrive whole.
-elide_large_args(Size, Mfa, Args, St = #st{adapt = Adapt, limits = L}) when is_list(Args) ->
+elide_large_args(Size, Pid, Mfa, Args, St = #st{limits = L}) when is_list(Args) ->
     Max = map_get(elide_arg_bytes, L),
-    case is_integer(Max) andalso Size > Max andalso has_pattern(Mfa, St) of
+    case is_integer(Max) andalso Size > Max andalso narrowable(Mfa, Pid, St) of
         false -> St;
-        true ->
-            Known = maps:get(elide, maps:get(Mfa, Adapt, #{}), []),
+        {true, St1} ->
+            Known = maps:get(elide, maps:get(Mfa, St1#st.adapt, #{}), []),
             Large = [{I, '$elided'} || {I, A} <- lists:zip(lists:seq(1, length(Args)), Args),
                                        not is_binary(A), not lists:keymember(I, 1, Known),
                                        erlang:external_size(A) > Max div 2],
             case Large of
-                [] -> St;
-                _ -> readapt(Mfa, elide, lists:ukeysort(1, Known ++ Large), St)
+                [] -> St1;
+                _ -> readapt(Mfa, elide, lists:ukeysort(1, Known ++ Large), St1)
             end
     end;
-elide_large_args(_, _, _, St) -> St.
+elide_large_args(_, _, _, _, St) -> St.
 
-time_only_if_large(Size, none, Mfa, Value, St = #st{adapt = Adapt, limits = L})
+time_only_if_large(Size, none, Pid, Mfa, Value, St = #st{adapt = Adapt, limits = L})
   when not is_binary(Value) ->
     Max = map_get(elide_arg_bytes, L),
-    case is_integer(Max) andalso Size > Max andalso has_pattern(Mfa, St)
-        andalso not maps:get(timed, maps:get(Mfa, Adapt, #{}), false) of
-        true -> readapt(Mfa, timed, true, St);
+    Timed = maps:get(timed, maps:get(Mfa, Adapt, #{}), false),
+    case is_integer(Max) andalso Size > Max andalso not Timed
+        andalso narrowable(Mfa, Pid, St) of
+        {true, St1} -> readapt(Mfa, timed, true, St1);
         false -> St
     end;
-time_only_if_large(_, _, _, _, St) -> St.
+time_only_if_large(_, _, _, _, _, St) -> St.
 
-%% Only a function with a pattern of its own can be narrowed (not one reached through
-%% a process trace's pattern on every function).
+%% A function can be narrowed when it has a pattern of its own. One reached only
+%% through a process trace's pattern on every function gets one, guarded to that
+%% process (local: a call closed by time needs a local pattern).
+narrowable(Mfa, Pid, St) ->
+    case {has_pattern(Mfa, St), membership(Pid, St)} of
+        {true, _} -> {true, St};
+        {false, [TRef]} ->
+            case St#st.traces of
+                #{TRef := T = #{kind := process, pid := Pid, patterns := Ps}} ->
+                    Pin = {Mfa, local, [capture([{'=:=', {self}, Pid}], value, false)]},
+                    {true, St#st{traces = (St#st.traces)#{TRef := T#{patterns := Ps ++ [Pin]}}}};
+                _ -> false
+            end;
+        _ -> false
+    end.
+
 has_pattern(Mfa, St) -> maps:is_key(Mfa, St#st.applied_patterns).
 
 readapt(Mfa, Key, Value, St = #st{adapt = Adapt}) ->
@@ -555,8 +570,8 @@ skip_call(_, _, none, St) -> St;
 skip_call(Pid, Mfa, Ends, St) -> push_frame(Pid, {Mfa, skip, Ends}, St).
 
 %% The callback module a process runs now: a process whose state is captured and
-%% that calls a state callback of a module not yet known as its own (a gen_server2
-%% that became another module, a process traced before its module was) gets that
+%% that runs a function of a callback module not yet known as its own (a gen_server2
+%% that became another module calls its prioritise_cast/3 or handle_cast/2) gets that
 %% module's state callbacks traced, guarded to it, from this very call on.
 discover_state(_, _, St = #st{state_pids = Roots}) when map_size(Roots) =:= 0 -> St;
 discover_state({M, _, _} = Mfa, Pid, St = #st{state_pids = Roots, discovered = Seen}) ->
@@ -564,11 +579,7 @@ discover_state({M, _, _} = Mfa, Pid, St = #st{state_pids = Roots, discovered = S
         #{Pid := TRef} when not is_map_key({Pid, M}, Seen) ->
             St1 = St#st{discovered = Seen#{{Pid, M} => true}},
             case state_role(Mfa, Pid, St1) =:= none andalso state_engine(M) of
-                {Engine, M} ->
-                    case lists:keymember(Mfa, 1, state_callbacks(Engine, M)) of
-                        true -> adopt_engine(TRef, {Engine, M}, Pid, St1);
-                        false -> St1
-                    end;
+                {Engine, M} -> adopt_engine(TRef, {Engine, M}, Pid, St1);
                 _ -> St1
             end;
         _ -> St
@@ -1887,12 +1898,18 @@ parent_of(P) ->
         _ -> undefined
     end.
 
+%% What a process trace's pattern on every function leaves out: BIFs (erlang), the
+%% behaviours' own loops (gen, gen_server, gen_statem, gen_event, proc_lib), sys and
+%% the system callbacks (a system message loops back into the server through them and
+%% never returns). What is left is the code the process runs for the application,
+%% libraries included.
 system_exclusions() ->
-    Engines = [gen_server, gen_statem, gen_event, gen_server2, p1_server],
-    Callbacks = [{system_continue, 3}, {system_terminate, 4}, {system_code_change, 4},
-                 {system_get_state, 1}, {system_replace_state, 2}],
-    [{{sys, '_', '_'}, global, off}
-     | [{{M, F, A}, global, off} || M <- Engines, {F, A} <- Callbacks]].
+    Forks = [{M, F, A} || M <- [gen_server2, p1_server],
+                          {F, A} <- [{system_continue, 3}, {system_terminate, 4},
+                                     {system_code_change, 4}, {system_get_state, 1},
+                                     {system_replace_state, 2}]],
+    Modules = [erlang, erts_internal, sys, gen, gen_server, gen_statem, gen_event, proc_lib],
+    [{{M, '_', '_'}, global, off} || M <- Modules] ++ [{Mfa, global, off} || Mfa <- Forks].
 
 include_flags(messages) -> [send, 'receive'];
 include_flags(calls) -> [call];
@@ -1967,12 +1984,14 @@ apply_state(St) ->
          catch tr_function(Session, Mfa, false, [local]),
          catch tr_function(Session, Mfa, false, [global])
      end || Mfa <- Removed],
-    Reapply = case WildcardChanged of
-                  true -> lists:sort(fun({A, _}, {B, _}) -> wildcard_first(A, B, Wildcard) end,
-                                     maps:to_list(WantPatterns));
-                  false -> [P || P = {Mfa, Spec} <- maps:to_list(WantPatterns),
-                                 maps:get(Mfa, OldPatterns, none) =/= Spec]
-              end,
+    %% Broadest first: a pattern on a whole module ({M, '_', '_'}) overwrites those
+    %% on its functions, as the wildcard overwrites every other.
+    Reapply = lists:sort(fun({A, _}, {B, _}) -> {breadth(A), A} =< {breadth(B), B} end,
+                         case WildcardChanged of
+                             true -> maps:to_list(WantPatterns);
+                             false -> [P || P = {Mfa, Spec} <- maps:to_list(WantPatterns),
+                                            maps:get(Mfa, OldPatterns, none) =/= Spec]
+                         end),
     [catch tr_function(Session, Mfa, Ms, [Where]) || {Mfa, {Where, Ms}} <- Reapply],
     OldFlags = St#st.applied_flags,
     [begin
@@ -2000,9 +2019,9 @@ apply_state(St) ->
                                                      <- maps:to_list(St#st.traces),
                                                  lists:member(state, Include)])}.
 
-wildcard_first(Wildcard, _, Wildcard) -> true;
-wildcard_first(_, Wildcard, Wildcard) -> false;
-wildcard_first(A, B, _) -> A =< B.
+breadth({'_', '_', '_'}) -> 0;
+breadth({_, '_', '_'}) -> 1;
+breadth(_) -> 2.
 
 untrace_self(Session, Watcher) ->
     catch tr_process(Session, self(), false, [all]),
