@@ -77,7 +77,8 @@ def wait_stopped(scope: elixirscope.Scope, timeout: float = 10) -> elixirscope.T
 
 # Each limit with a workload that reaches it and the other limits out of the way.
 LIMIT_CASES = [
-    ("max_events", {"max_events": 1000, "max_queue_len": 10**7}, "flood"),
+    ("max_events", {"max_events": 1000, "max_queue_len": 10**7,
+                    "max_relay_memory_mb": float("inf")}, "flood"),
     ("max_queue_len", {"max_queue_len": 50}, "flood"),
     ("max_duration_s", {"max_duration_s": 1}, "trickle"),
     ("max_node_memory_mb", {"max_node_memory_mb": 1}, "trickle"),
@@ -101,9 +102,10 @@ def test_each_limit_trips_the_breaker_and_removes_everything(
         stopped = wait_stopped(scope)
         assert stopped.reason == limit
         # The relay reports its counts; the watcher, tripping ahead of a flooded relay,
-        # reports the queue it saw.
-        if "queue" in stopped.counters:
-            assert limit == "max_queue_len" and stopped.counters["queue"] >= limits[limit]
+        # reports the value it saw against the limit.
+        if "value" in stopped.counters:
+            assert limit in ("max_queue_len", "max_node_memory_mb")
+            assert stopped.counters["value"] >= stopped.counters["limit"] == limits[limit]
         else:
             assert stopped.counters["kept"] > 0 and "received" in stopped.counters
         assert time.monotonic() - started < 5
@@ -128,7 +130,7 @@ def test_adaptive_sampling_lowers_the_kept_share_before_the_rate_limit(
 
 def test_rate_breaker_trips_when_sampling_reaches_its_floor(node: elixirscope.Node) -> None:
     with elixirscope.attach(node, max_events_per_second=500, min_sample_rate=0.5,
-                            max_queue_len=10**7) as scope:
+                            max_queue_len=10**7, max_relay_memory_mb=float("inf")) as scope:
         scope.trace("es_traced", "full")
         flood(node)
         assert wait_stopped(scope).reason == "max_events_per_second"
@@ -190,7 +192,7 @@ def test_a_killed_relay_is_cleaned_up_by_the_watcher(node: elixirscope.Node) -> 
         scope.trace_process(server)
         node.rpc("erlang", "exit", [scope.ascope.relay, Atom("kill")])
         stopped = wait_stopped(scope)
-        assert "relay exit (:killed)" in str(stopped)
+        assert "relay died (:killed)" in str(stopped)
         state = wait_clean(node, ALL_MFAS)
         assert state == clean_state(ALL_MFAS)
         node.send(server, Atom("stop"))
@@ -202,8 +204,35 @@ def test_the_relay_heap_limit_kills_only_the_relay(node: elixirscope.Node) -> No
         scope.trace("es_traced", "full")
         flood(node)
         stopped = wait_stopped(scope)
-        assert "relay exit (:killed)" in str(stopped)
+        assert "relay died (:killed)" in str(stopped)
     assert node.rpc("erlang", "is_alive", []) is True
+
+
+def test_a_flood_trips_the_relay_memory_bound_before_anything_kills_it(
+        node: elixirscope.Node) -> None:
+    """The relay's memory, counted whole (its queue of trace messages included), stops
+    the tracing at its bound: the relay lives on, what it captured before reaches
+    Python, and the stop says what acted, how far, and which option raises it."""
+    with elixirscope.attach(node, max_relay_memory_mb=20, max_queue_len=10**9,
+                            max_events_per_second=float("inf")) as scope:
+        relay = scope.ascope.relay
+        scope.trace("es_traced", "full")
+        flood(node)
+        delivered = 0
+        deadline = time.monotonic() + 20
+        with pytest.raises(elixirscope.TraceStopped) as stopped:
+            while time.monotonic() < deadline:
+                for _ in scope.events(timeout=0.5):
+                    delivered += 1
+        stop_workloads(node)
+        assert stopped.value.reason == "max_relay_memory_mb"
+        text = str(stopped.value)
+        assert "--max-relay-memory-mb" in text and "reached 20" in text
+        assert delivered > 0, "what the relay captured before the trip reaches Python"
+        assert node.rpc("erlang", "is_process_alive", [relay]) is True
+        assert node.rpc("erlang", "trace_info", [(Atom("es_traced"), Atom("add"), 2),
+                                                  Atom("traced")]) == (Atom("traced"), False)
+    assert wait_clean(node, ALL_MFAS) == clean_state(ALL_MFAS)
 
 
 def test_other_tracers_are_respected_unless_forced(node: elixirscope.Node) -> None:
@@ -212,7 +241,7 @@ def test_other_tracers_are_respected_unless_forced(node: elixirscope.Node) -> No
         with elixirscope.attach(node) as scope:
             with pytest.raises(elixirscope.TraceError, match="dbg") as refused:
                 scope.trace("es_traced")
-            assert "force=True" in str(refused.value)
+            assert "--force" in str(refused.value) and "force=True" in str(refused.value)
             scope.trace("es_traced", force=True)
     finally:
         erl(node, "dbg:stop_clear()")

@@ -196,7 +196,8 @@ default_limits() ->
       elide_arg_bytes => 2048,
       max_node_memory_mb => infinity,
       max_cpu_percent => infinity,
-      max_relay_heap_mb => 256,
+      max_relay_memory_mb => 256,
+      max_relay_heap_mb => 1024,
       flush_interval_ms => 20,
       batch_events => 2000,
       min_sample_rate => 0.01,
@@ -278,10 +279,13 @@ relay_loop(St) ->
             %% The Python side is gone (it exited, was killed, or the network dropped).
             remove_all(St),
             exit(normal);
-        {guard_tripped, Reason} when St#st.tripped =:= false ->
-            %% The watcher already removed the tracing and told the owner.
+        {guard_tripped, Reason, Details} when St#st.tripped =:= false ->
+            %% The watcher already removed the tracing and told the owner; what was
+            %% captured goes out, then the owner gets the counters as they stand.
             St1 = St#st{applied_patterns = #{}, applied_flags = #{}, members = #{}},
-            relay_loop(mark_tripped(Reason, flush(St1)));
+            St2 = flush(St1),
+            relay_loop(notify_stop((mark_tripped(Reason, St2))#st{
+                stop_notice = {es_stopped, Reason, maps:merge(counters(St2), Details)}}));
         {'EXIT', _, _} ->
             relay_loop(St);
         _Other ->
@@ -291,8 +295,9 @@ relay_loop(St) ->
 %% ---------------------------------------------------------------------------------
 %% Trace messages -> records
 
+%% After a trip the trace messages still queued are discarded, and counted as dropped.
 on_trace(_Msg, St = #st{tripped = Tripped}) when Tripped =/= false ->
-    St#st{received = St#st.received + 1};
+    St#st{received = St#st.received + 1, dropped = St#st.dropped + 1};
 on_trace(Msg, St0) ->
     St = St0#st{received = St0#st.received + 1},
     case classify(Msg) of
@@ -750,10 +755,11 @@ count_refs([R | Rest], Counts) ->
         _ -> count_refs(Rest, Counts#{R => 1})
     end.
 
+%% The size comes from erlang:external_size/1, which walks the term without building
+%% its encoding: a term over the cap is never serialized whole, only its shrunk shape.
 encode_payload(Value, Max) ->
-    Bin = term_to_binary(Value),
-    Size = byte_size(Bin),
-    if Size =< Max -> {Bin, Size, false};
+    Size = erlang:external_size(Value),
+    if Size =< Max -> {term_to_binary(Value), Size, false};
        true -> {shrink_to(Value, Max, 16), Size, true}
     end.
 
@@ -2139,9 +2145,13 @@ close_session({session, S}) -> catch apply(trace, session_destroy, [S]).
 %% The watcher
 
 %% Besides cleaning up, the watcher guards the limits that a starved or flooded
-%% relay cannot check in time: it runs at high priority, looks at the relay's
-%% queue and the node's memory every 100 ms, and over a limit removes the tracing
-%% itself and tells the owner, ahead of the relay's backlog.
+%% relay cannot check in time: it runs at high priority, looks at the relay's queue,
+%% the relay's memory counted whole (heap, stack, the trace messages queued off its
+%% heap, and the binaries it holds; binaries that queued messages share with the
+%% traced processes are theirs until received) and the node's memory every 100 ms,
+%% and over a limit removes the tracing itself and tells the owner, ahead of the
+%% relay's backlog. The relay then keeps what it has captured and discards the rest
+%% of its queue. The relay's max_heap_size (kill) is only a last resort, far above.
 watcher_init(Relay, Module, Owner, Limits) ->
     process_flag(priority, high),
     MRef = monitor(process, Relay),
@@ -2168,23 +2178,30 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
 
 guard(W = #{tripped := true}) -> W;
 guard(W = #{relay := Relay, limits := L, patterns := P, flags := F}) ->
-    Queue = case process_info(Relay, message_queue_len) of
-                {message_queue_len, Q} -> Q;
-                undefined -> 0
-            end,
-    Over = [Name || {Name, Value} <- [{max_queue_len, Queue},
-                                      {max_node_memory_mb,
-                                       erlang:memory(total) div (1024 * 1024)}],
-                    is_number(maps:get(Name, L)), Value >= maps:get(Name, L)],
+    {Queue, RelayMb} = relay_load(Relay),
+    Over = [{Name, Value, maps:get(Name, L)}
+            || {Name, Value} <- [{max_queue_len, Queue}, {max_relay_memory_mb, RelayMb},
+                                 {max_node_memory_mb, erlang:memory(total) div (1024 * 1024)}],
+               is_number(maps:get(Name, L, infinity)), Value >= maps:get(Name, L)],
     case {Over, maps:size(P) + maps:size(F)} of
         {[], _} -> W;
         {_, 0} -> W;
-        {[Reason | _], _} ->
+        {[{Reason, Value, Limit} | _], _} ->
             remove_applied(maps:get(session, W), P, F),
-            erlang:send(maps:get(owner, W), {es_stopped, Reason, #{queue => Queue}},
-                        [nosuspend]),
-            Relay ! {guard_tripped, Reason},
+            Details = #{queue => Queue, relay_memory_mb => RelayMb, value => Value,
+                        limit => Limit},
+            erlang:send(maps:get(owner, W), {es_stopped, Reason, Details}, [nosuspend]),
+            Relay ! {guard_tripped, Reason, Details},
             W#{tripped := true, patterns := #{}, flags := #{}}
+    end.
+
+%% The relay's queue length, and its memory in MB counted whole.
+relay_load(Relay) ->
+    case process_info(Relay, [message_queue_len, memory, binary]) of
+        [{message_queue_len, Queue}, {memory, Bytes}, {binary, Binaries}] ->
+            Held = lists:sum([Size || {_, Size, _} <- Binaries]),
+            {Queue, (Bytes + Held) div (1024 * 1024)};
+        undefined -> {0, 0}
     end.
 
 %% Deletes and purges this session's copy of the agent, from a process that runs

@@ -46,6 +46,10 @@ _LIMIT_OPTIONS = {
     "max_events": "Events in all, then the agent stops tracing.",
     "max_term_bytes": "Bytes of one argument, return or message payload before it is cut.",
     "max_queue_len": "Trace messages waiting in the agent before it stops tracing.",
+    "max_relay_memory_mb": "Memory (MB) of the agent's relay, counted whole, at which it "
+                           "stops tracing (default 256).",
+    "elide_arg_bytes": "Bytes past which a function's arguments or values stop being "
+                       "shipped (default 2048).",
     "max_node_memory_mb": "Node memory (MB) at which the agent stops tracing.",
     "max_cpu_percent": "Node CPU use at which the agent stops tracing (needs os_mon).",
 }

@@ -25,6 +25,7 @@ class Limits:
     elide_arg_bytes: float | None = None
     max_node_memory_mb: float | None = None
     max_cpu_percent: float | None = None
+    max_relay_memory_mb: float | None = None
     max_relay_heap_mb: float | None = None
     flush_interval_ms: float | None = None
     batch_events: float | None = None

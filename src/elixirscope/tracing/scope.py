@@ -71,12 +71,34 @@ class NoStateCallbacks(TraceError):
     callback module."""
 
 
+_TRACE_LESS = ("trace less: a lower --level, fewer modules, or --trace-process on the "
+               "processes that matter")
+
+
 class TraceStopped(ElixirScopeError):
-    """The agent's circuit breaker removed all tracing; ``reason`` names the limit."""
+    """The agent's circuit breaker removed all tracing; ``reason`` names the limit, and
+    ``counters`` hold what the agent counted (``value`` and ``limit`` when a limit
+    acted). The message says in words what happened and what to try."""
 
     def __init__(self, reason: str, counters: dict[str, Any]) -> None:
-        cause = f"the {reason} limit" if reason.startswith("max_") else reason
-        super().__init__(f"tracing stopped by {cause} after {counters.get('kept', 0)} events")
+        kept = counters.get("kept")
+        after = f" after {kept:,} events (they are kept)" if isinstance(kept, int) else ""
+        if reason.startswith("max_"):
+            value, limit = counters.get("value"), counters.get("limit")
+            measured = (f" ({value:,} reached {limit:,})"
+                        if isinstance(value, int | float) and isinstance(limit, int | float)
+                        else "")
+            option = "--" + reason.replace("_", "-")
+            text = (f"tracing stopped by the {reason} limit{measured}{after}; {_TRACE_LESS}, "
+                    f"or raise {option}")
+        elif reason.startswith("relay exit"):
+            why = reason.removeprefix("relay exit ").removeprefix("(").removesuffix(")")
+            text = (f"tracing stopped: the agent's relay died ({why}), "
+                    f"and the events it held were lost; {_TRACE_LESS}, or lower "
+                    "--max-relay-memory-mb so the agent stops tracing in time")
+        else:
+            text = f"tracing stopped: {reason}{after}"
+        super().__init__(text)
         self.reason = reason
         self.counters = counters
 
@@ -588,8 +610,8 @@ def _trace_error(reply: Any, node: str) -> ElixirScopeError:
                 return TraceError(f"no process {inspect(reason[1])} on {node}")
             if tag == "traced_by_others":
                 who = "; ".join(item.decode() for item in reason[1])
-                return TraceError(f"{node} is already traced by {who}; pass force=True to "
-                                  "trace anyway")
+                return TraceError(f"{node} is already traced by {who}; to trace anyway, "
+                                  "pass --force (force=True from Python)")
             if tag == "tripped":
                 return TraceStopped(str(reason[1]), {})
         return TraceError(f"the agent on {node} refused the trace: {inspect(reason)}")
