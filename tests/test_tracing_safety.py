@@ -23,6 +23,7 @@ from tracing_support import (
     clean_state,
     erl,
     start_traced,
+    trace_state,
     wait_clean,
 )
 
@@ -233,6 +234,43 @@ def test_a_flood_trips_the_relay_memory_bound_before_anything_kills_it(
         assert node.rpc("erlang", "trace_info", [(Atom("es_traced"), Atom("add"), 2),
                                                   Atom("traced")]) == (Atom("traced"), False)
     assert wait_clean(node, ALL_MFAS) == clean_state(ALL_MFAS)
+
+
+def test_a_start_over_its_deadline_is_undone_under_load(node: elixirscope.Node) -> None:
+    """Starting a trace on a busy node either finishes in time or leaves nothing: a
+    start given 1 ms is undone, and nothing of it stays while the session goes on."""
+    with elixirscope.attach(node, max_queue_len=10**7) as scope:
+        flood(node)
+        scope.ascope.setup_timeout = 0.001
+        with pytest.raises(elixirscope.TraceError, match="undone and nothing of it stays"):
+            scope.trace("es_traced", "full")
+        state = trace_state(node, ALL_MFAS)
+        assert state["new"] == [] and state["processes"] == []
+        assert all(value is False for value in state["patterns"].values())
+        scope.ascope.setup_timeout = 10.0
+        scope.trace("es_traced", "basic")  # the session still works
+        stop_workloads(node)
+    assert wait_clean(node, ALL_MFAS) == clean_state(ALL_MFAS)
+
+
+def test_an_agent_that_does_not_answer_is_removed_before_the_start_fails(
+        node: elixirscope.Node) -> None:
+    """The relay is stuck (suspended here): the start times out, and before it raises
+    the session is ended on the node, every pattern and flag removed and the agent
+    unloaded."""
+    with elixirscope.attach(node, max_queue_len=10**7) as scope:
+        scope.trace("es_traced", "basic")
+        flood(node)
+        # A suspension lasts as long as the process that asked for it.
+        holder = erl(node, "spawn(fun() -> erlang:suspend_process(R), receive stop -> ok "
+                           "end end)", R=scope.ascope.relay)
+        scope.ascope.setup_timeout = 0.5
+        with pytest.raises(elixirscope.TraceError, match="session was ended"):
+            scope.trace_function("es_traced", "helper", 1)
+        state = trace_state(node, ALL_MFAS)
+        stop_workloads(node)
+        node.send(holder, Atom("stop"))
+    assert state == clean_state(ALL_MFAS)
 
 
 def test_other_tracers_are_respected_unless_forced(node: elixirscope.Node) -> None:

@@ -78,7 +78,8 @@
     %% process's callback module, Pid => true for processes whose state went over
     %% max_state_bytes (their callbacks' values are no longer shipped), and the
     %% probes in flight, whose traffic with the processes is the debugger's own.
-    state_pids = #{}, discovered = #{}, big_states = #{}, own = #{}, muted = #{}
+    state_pids = #{}, discovered = #{}, big_states = #{}, own = #{}, muted = #{},
+    request_scan = 0
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -247,18 +248,14 @@ relay_loop(St) ->
         Msg when element(1, Msg) =:= trace_ts ->
             St1 = on_trace(Msg, St),
             %% The periodic check message queues behind a flood, so the limits are
-            %% also checked every 256 trace messages.
+            %% also checked every 256 trace messages, and a request waiting behind
+            %% the flood is looked for (at most every 100 ms: the look scans the queue).
             case St1#st.received band 255 of
-                0 -> relay_loop(check_limits(St1));
+                0 -> relay_loop(serve_waiting_request(check_limits(St1)));
                 _ -> relay_loop(St1)
             end;
         {es_req, From, Ref, Request} ->
-            {Reply, St1} = try handle_request(Request, St)
-                           catch Class:Reason:Stack ->
-                                   {{error, {internal, Class, Reason, Stack}}, St}
-                           end,
-            From ! {Ref, Reply},
-            relay_loop(St1);
+            relay_loop(serve(From, Ref, Request, St));
         {flush, Ref} ->
             case St#st.flush_timer of
                 {_, Ref} -> relay_loop(flush(St#st{flush_timer = undefined}));
@@ -290,6 +287,25 @@ relay_loop(St) ->
             relay_loop(St);
         _Other ->
             relay_loop(St)
+    end.
+
+serve(From, Ref, Request, St) ->
+    {Reply, St1} = try handle_request(Request, St)
+                   catch Class:Reason:Stack -> {{error, {internal, Class, Reason, Stack}}, St}
+                   end,
+    From ! {Ref, Reply},
+    St1.
+
+serve_waiting_request(St) ->
+    Now = erlang:monotonic_time(millisecond),
+    case Now - St#st.request_scan >= 100 of
+        false -> St;
+        true ->
+            receive
+                {es_req, From, Ref, Request} ->
+                    serve(From, Ref, Request, St#st{request_scan = Now})
+            after 0 -> St#st{request_scan = Now}
+            end
     end.
 
 %% ---------------------------------------------------------------------------------
@@ -1505,7 +1521,8 @@ handle_request({trace, TRef, Spec = #{kind := Kind}}, St) ->
                      end,
             case Others of
                 [] ->
-                    {Reply, St1} = add_trace(TRef, T, St),
+                    {Reply, St1} = within_deadline(TRef, maps:get(deadline_ms, Spec, infinity),
+                                                   fun() -> add_trace(TRef, T, St) end),
                     case {Reply, maps:get(duration_ms, Spec, undefined)} of
                         {ok, Ms} when is_integer(Ms) ->
                             erlang:send_after(Ms, self(), {stop_trace_after, TRef});
@@ -1748,6 +1765,24 @@ retarget(TRef, Spec, New, Name, St) ->
             St2 = record(14, 0, New, Ts, none, 0, Name, [TRef], St1),
             probe_states(TRef, T, in_flight([New], [TRef], counts_backlog(T), St2));
         {error, _} -> St
+    end.
+
+%% Setting patterns and flags waits for every scheduler each time; on a busy node
+%% that can take long. A start that took longer than its deadline is undone, all of
+%% it, and answered as timed out: the caller then knows nothing of it stays.
+within_deadline(_, infinity, Start) -> Start();
+within_deadline(TRef, Ms, Start) ->
+    Began = erlang:monotonic_time(millisecond),
+    case Start() of
+        {ok, St} ->
+            Took = erlang:monotonic_time(millisecond) - Began,
+            case Took > Ms of
+                false -> {ok, St};
+                true ->
+                    {_, Undone} = handle_request({stop_trace, TRef}, St),
+                    {{error, {setup_timeout, Took}}, Undone}
+            end;
+        Other -> Other
     end.
 
 %% Untraces the adopted children of a stopped process trace (the root's flags go
@@ -2155,9 +2190,10 @@ close_session({session, S}) -> catch apply(trace, session_destroy, [S]).
 watcher_init(Relay, Module, Owner, Limits) ->
     process_flag(priority, high),
     MRef = monitor(process, Relay),
-    watcher_loop(#{relay => Relay, mref => MRef, module => Module, owner => Owner,
-                   limits => Limits, patterns => #{}, flags => #{}, session => legacy,
-                   tripped => false}).
+    OwnerRef = monitor(process, Owner),
+    watcher_loop(#{relay => Relay, mref => MRef, owner_ref => OwnerRef, module => Module,
+                   owner => Owner, limits => Limits, patterns => #{}, flags => #{},
+                   session => legacy, tripped => false}).
 
 watcher_loop(W = #{relay := Relay, mref := MRef}) ->
     receive
@@ -2170,6 +2206,14 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
         {'DOWN', MRef, process, Relay, _Reason} ->
             #{session := Session, patterns := P, flags := F, module := Module} = W,
             remove_applied(Session, P, F),
+            close_session(Session),
+            unload(Module);
+        {'DOWN', OwnerRef, process, _, _} when OwnerRef =:= map_get(owner_ref, W) ->
+            %% The Python side is gone. The relay may be stuck behind a flood of
+            %% trace messages: everything goes at once, from here.
+            #{session := Session, patterns := P, flags := F, module := Module} = W,
+            remove_applied(Session, P, F),
+            exit(Relay, kill),
             close_session(Session),
             unload(Module)
     after 100 ->

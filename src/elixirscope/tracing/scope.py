@@ -149,6 +149,8 @@ class AsyncScope:
         self._refs = iter(range(1, 1 << 62))
         self._pump = asyncio.create_task(self._receive_batches())
         self._closed = False
+        # Seconds a trace may take to start before it is undone (see _start).
+        self.setup_timeout = 10.0
 
     @classmethod
     async def attach(cls, node: str | AsyncNode, cookie: str | Cookie | None = None,
@@ -288,15 +290,47 @@ class AsyncScope:
         self.stopped = None
 
     async def _start(self, spec: dict[str, Any]) -> int:
+        """Starts a trace within ``setup_timeout`` seconds, or not at all: the agent
+        undoes a start that took longer, and when the agent does not answer in time the
+        session is ended on the node (relay killed, patterns and flags removed, agent
+        unloaded) before this raises."""
         ref = next(self._refs)
-        request = (Atom("trace"), ref, {Atom(key): value for key, value in spec.items()})
-        reply = await self._request(request)
+        deadline_ms = round(self.setup_timeout * 1000)
+        request = (Atom("trace"), ref, {Atom(key): value for key, value in
+                                        {**spec, "deadline_ms": deadline_ms}.items()})
+        try:
+            reply = await self._request(request, timeout=self.setup_timeout + 5)
+            unanswered = reply == (ERROR, Atom("timeout"))  # the relay never answered
+        except ElixirScopeError:
+            unanswered = True
+        if unanswered:
+            await self.abort()
+            raise TraceError(f"the agent on {self.node.name} did not answer the start of "
+                             f"the trace in {self.setup_timeout + 5:g} s; the session was "
+                             "ended and everything it had set on the node removed")
         if reply != OK:
             raise _trace_error(reply, self.node.name)
         return ref
 
-    async def _request(self, request: Any) -> Any:
-        return await self.node.rpc(self.module, "request", [self.relay, request], timeout=30.0)
+    async def _request(self, request: Any, timeout: float = 30.0) -> Any:
+        agent_ms = round(max(1.0, timeout - 3) * 1000)
+        return await self.node.rpc(self.module, "request", [self.relay, request, agent_ms],
+                                   timeout=timeout)
+
+    async def abort(self) -> None:
+        """Ends the session on the node at once, without the relay's help: kills it, and
+        waits (at most 15 s) until its watcher has removed every pattern and flag and
+        unloaded the agent."""
+        if self.node.closed.done():
+            return
+        with contextlib.suppress(ElixirScopeError):
+            await self.node.rpc("erlang", "exit", [self.relay, Atom("kill")], timeout=5.0)
+            deadline = asyncio.get_running_loop().time() + 15
+            while asyncio.get_running_loop().time() < deadline:
+                if await self.node.rpc("code", "is_loaded", [self.module],
+                                       timeout=5.0) is False:
+                    return
+                await asyncio.sleep(0.05)
 
     # --- events ---------------------------------------------------------------------
 
@@ -413,8 +447,10 @@ class AsyncScope:
             await sink.aclose()
         self._closed = True
         if not self.node.closed.done():
-            with contextlib.suppress(ElixirScopeError):
-                await self._request(Atom("shutdown"))
+            try:
+                await self._request(Atom("shutdown"), timeout=10.0)
+            except ElixirScopeError:
+                await self.abort()
         self._inbox.close()
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -614,5 +650,10 @@ def _trace_error(reply: Any, node: str) -> ElixirScopeError:
                                   "pass --force (force=True from Python)")
             if tag == "tripped":
                 return TraceStopped(str(reason[1]), {})
+            if tag == "setup_timeout":
+                return TraceError(f"starting the trace on {node} took {reason[1]:,} ms, more "
+                                  "than it was given (the node is busy); it was undone and "
+                                  "nothing of it stays: trace less, or allow more time "
+                                  "(--setup-timeout)")
         return TraceError(f"the agent on {node} refused the trace: {inspect(reason)}")
     return TraceError(f"the agent on {node} answered {inspect(reply)}")
