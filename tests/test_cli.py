@@ -52,8 +52,8 @@ def test_ps_shows_the_live_process_table(erl_node: BeamNode) -> None:
     assert len(rows) == 5
     assert [row["memory"] for row in rows] == sorted((row["memory"] for row in rows),
                                                      reverse=True)
-    assert set(rows[0]) == {"pid", "name", "current_function", "initial_call", "mailbox",
-                            "memory", "reductions"}
+    assert set(rows[0]) == {"pid", "name", "label", "current_function", "initial_call",
+                            "mailbox", "memory", "reductions"}
     table = run("ps", erl_node.name, "--cookie", erl_node.cookie, "--limit", "0")
     assert table.returncode == 0
     assert ":code_server" in table.stdout and "#PID<0." in table.stdout

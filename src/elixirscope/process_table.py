@@ -10,19 +10,20 @@ from elixirscope.dist.async_node import AsyncNode
 from elixirscope.dist.node import Node
 from elixirscope.elixir_format import inspect
 from elixirscope.etf import Atom, Export, Pid
+from elixirscope.process_labels import ProcessLabel, fetch_labels
 
 SortKey = Literal["reductions", "memory", "mailbox"]
 ITEMS = [Atom(item) for item in (
     "registered_name", "current_function", "initial_call", "message_queue_len", "memory",
-    "reductions", "dictionary",
+    "reductions",
 )]
-_INITIAL_CALL = Atom("$initial_call")
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessRow:
     pid: str
     name: str
+    label: str
     current_function: str
     initial_call: str
     mailbox: int
@@ -49,31 +50,28 @@ def fetch_process_table(node: Node, *, sort: SortKey = "reductions",
 
 
 async def describe_processes(node: AsyncNode, pids: list[Pid]) -> list[ProcessRow | None]:
-    """A row for each pid (``None`` for one that is gone), in one remote call."""
+    """A row for each pid (``None`` for one that is gone): the counters in one remote
+    call, the names in one evaluation (``process_labels``)."""
     infos = await node.rpc(
         "lists", "zipwith",
         [Export(Atom("erlang"), Atom("process_info"), 2), pids, [ITEMS] * len(pids)],
         timeout=30.0)
-    return [_row(pid, info) if isinstance(info, list) else None
-            for pid, info in zip(pids, infos, strict=True)]
+    labels = await fetch_labels(node, pids)
+    return [_row(pid, info, label) if isinstance(info, list) and label is not None else None
+            for pid, info, label in zip(pids, infos, labels, strict=True)]
 
 
-def _row(pid: Pid, info: list[tuple[Atom, Any]]) -> ProcessRow:
+def _row(pid: Pid, info: list[tuple[Atom, Any]], label: ProcessLabel) -> ProcessRow:
     items = {str(key): value for key, value in info}
-    name = items.get("registered_name")
-    initial = items.get("initial_call")
-    dictionary = items.get("dictionary")
-    if isinstance(dictionary, list):
-        # proc_lib processes (every OTP behaviour) start in proc_lib:init_p; the real
-        # initial call is in their dictionary.
-        for entry in dictionary:
-            if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == _INITIAL_CALL:
-                initial = entry[1]
+    # proc_lib processes (every OTP behaviour) start in proc_lib:init_p; the real
+    # initial call is the one their dictionary keeps.
+    initial = label.initial_call or _mfa(items.get("initial_call"))
     return ProcessRow(
         pid=f"#PID<0.{pid.id}.{pid.serial}>",
-        name=inspect(name) if isinstance(name, Atom) else "",
+        name=label.registered,
+        label=label.text if label.text != label.registered else "",
         current_function=_mfa(items.get("current_function")),
-        initial_call=_mfa(initial),
+        initial_call=initial,
         mailbox=int(items.get("message_queue_len", 0)),
         memory=int(items.get("memory", 0)),
         reductions=int(items.get("reductions", 0)),

@@ -61,7 +61,7 @@ def process_table(rows: list[ProcessRow], title: str) -> Table:
     table = Table("pid", "name", "current function", "initial call", "mailbox", "memory",
                   "reductions", box=None, title=title)
     for row in rows:
-        table.add_row(row.pid, row.name, row.current_function, row.initial_call,
+        table.add_row(row.pid, row.name or row.label, row.current_function, row.initial_call,
                       str(row.mailbox), f"{row.memory:,}", f"{row.reductions:,}")
     return table
 

@@ -29,13 +29,13 @@ import pyarrow as pa
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ElixirScopeError, ProtocolError
 from elixirscope.etf import Atom, Pid
+from elixirscope.process_labels import named_processes
 from elixirscope.process_table import describe_processes
 from elixirscope.recording import correlate
 from elixirscope.recording.ingest import BatchIngest, Dimensions, SeqCounter
 from elixirscope.recording.ring import Overflow, RingBuffer, RingStats
 from elixirscope.recording.store import create, put_meta
 from elixirscope.recording.writer import StoreWriter, WriterThread
-from elixirscope.remote_eval import eval_erlang
 from elixirscope.version import __version__
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 NODE_ID = 1
 # At most this many processes are asked about when the recording stops.
 _SNAPSHOT_PIDS = 20_000
-_REGISTERED = "[{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]"
 
 
 @dataclass(frozen=True)
@@ -122,8 +121,7 @@ class Recorder:
     async def _begin(self) -> None:
         node = self.scope.node
         self._start_ts = await node.rpc("erlang", "monotonic_time", [Atom("nanosecond")])
-        registered = await eval_erlang(node, _REGISTERED)
-        self._start_names = {pid: inspect(name) for pid, name in registered}
+        self._start_names = await named_processes(node)
         caps = self.scope.capabilities
         self._con.execute("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                           [NODE_ID, node.name, caps.otp_release, caps.erts_version,
@@ -269,8 +267,8 @@ class Recorder:
             if row is None:
                 rows.append((known[pid], end_ts, None, None, False))
             else:
-                rows.append((known[pid], end_ts, row.name or None, row.initial_call or None,
-                             True))
+                rows.append((known[pid], end_ts, row.name or row.label or None,
+                             row.initial_call or None, True))
         self._snapshot_rows = rows
         self._end_ts = end_ts
 
