@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,26 @@ def test_nodes_lists_what_epmd_knows(erl_node: BeamNode) -> None:
     rows = [json.loads(line) for line in run("nodes", "--json").stdout.splitlines()]
     assert {"node": erl_node.name, "name": erl_node.short_name} in [
         {"node": row["node"], "name": row["name"]} for row in rows]
+
+
+def test_nodes_prints_the_name_a_node_gives_itself(tmp_path: Path) -> None:
+    name = f"t_local_{secrets.token_hex(4)}"
+    node = subprocess.Popen(
+        ["erl", "-sname", f"{name}@localhost", "-setcookie", secrets.token_hex(8),
+         "-noshell"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp_path)})
+    try:
+        for _ in range(100):
+            rows = [json.loads(line) for line in run("nodes", "--json").stdout.splitlines()]
+            if any(row["name"] == name for row in rows):
+                break
+        assert {"node": f"{name}@localhost", "name": name} in [
+            {"node": row["node"], "name": row["name"]} for row in rows]
+        assert f"{name}@localhost" in run("nodes", "127.0.0.1").stdout
+    finally:
+        node.kill()
+        node.wait()
+    assert node.stdout is not None and node.stdout.read() == b""
 
 
 def test_ps_shows_the_live_process_table(erl_node: BeamNode) -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 from elixirscope.cli import output
 from elixirscope.cli.options import json_option, node_options
 from elixirscope.dist import epmd
+from elixirscope.dist.name_probe import node_full_name
 from elixirscope.dist.names import local_short_host
 from elixirscope.dist.node import connect
 from elixirscope.elixir_format import inspect
@@ -25,18 +26,27 @@ from elixirscope.term_json import to_json
 def nodes(host: str | None, as_json: bool) -> None:
     """The nodes EPMD knows on HOST (default: this host)."""
     where = host or local_short_host()
-    names = asyncio.run(epmd.list_names(where))
+    names = asyncio.run(_named_nodes(where))
     if as_json:
-        for name, port in names:
-            output.json_line({"node": f"{name}@{where}", "name": name, "port": port})
+        for node, name, port in names:
+            output.json_line({"node": node, "name": name, "port": port})
         return
     if not names:
         output.err.print(f"no nodes registered with EPMD on {where}")
         return
     table = Table("node", "port", box=None)
-    for name, port in sorted(names):
-        table.add_row(f"{name}@{where}", str(port))
+    for node, _name, port in sorted(names):
+        table.add_row(node, str(port))
     output.out.print(table)
+
+
+async def _named_nodes(host: str) -> list[tuple[str, str, int]]:
+    """``(full name, name, port)`` of each node EPMD knows on ``host``: the full name is
+    the one the node gives itself (``name_probe``), else ``name@host``."""
+    names = await epmd.list_names(host)
+    probed = await asyncio.gather(*(node_full_name(host, port) for _, port in names))
+    return [(full or f"{name}@{host}", name, port)
+            for (name, port), full in zip(names, probed, strict=True)]
 
 
 @click.command()
