@@ -15,6 +15,7 @@ from elixirscope.cli import (
     analysis_commands,
     demo_command,
     export_command,
+    modules_command,
     node_commands,
     output,
     record_command,
@@ -38,6 +39,7 @@ for _commands in (demo_command, node_commands, record_command, recording_command
                   export_command, state_commands, ui_command, waits_command):
     _commands.register(cli)
 analysis_commands.register(cli)
+modules_command.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

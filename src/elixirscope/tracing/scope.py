@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from elixirscope.agent.loader import load_agent
 from elixirscope.beam_names import (
@@ -33,6 +33,7 @@ from elixirscope.recording.ring import Overflow
 from elixirscope.tracing.batch import BATCH, AgentStats, BatchDecoder
 from elixirscope.tracing.events import TraceEvent
 from elixirscope.tracing.limits import Limits
+from elixirscope.tracing.module_glob import expand_module_glob, is_glob
 
 Level = Literal["basic", "detailed", "full"]
 CAPTURES = ("args", "returns", "exceptions", "caller")
@@ -182,13 +183,19 @@ class AsyncScope:
                     only: Iterable[str | tuple[str, int]] | None = None,
                     exclude: Iterable[str | tuple[str, int]] = (),
                     sample_rate: float = 1.0, force: bool = False, state: bool = False,
-                    calls: Literal["local", "global"] = "local") -> int:
+                    calls: Literal["local", "global"] = "local") -> int | list[int]:
         """Traces calls of a module's functions: ``basic`` calls with arguments,
         ``detailed`` also returns and exceptions, ``full`` also functions that are not
         exported and the caller. Calls from inside the module count too, unless
         ``calls="global"`` (cheaper: only calls written ``Module.fun(...)``). With
         ``state`` (a GenServer, gen_statem, gen_event or gen_server2/p1_server callback
-        module), every state change of the processes that run it is recorded too."""
+        module), every state change of the processes that run it is recorded too.
+        A glob (``MyApp.*``, ``m_*``) traces each loaded module it matches: one ref each."""
+        if is_glob(module):
+            return [cast(int, await self.trace(found, level, only=only, exclude=exclude,
+                                               sample_rate=sample_rate, force=force,
+                                               state=state, calls=calls))
+                    for found in await expand_module_glob(self.node, str(module))]
         if level not in ("basic", "detailed", "full"):
             raise ValueError("level is basic, detailed or full")
         if calls not in ("local", "global"):
@@ -482,7 +489,8 @@ class Scope:
     def stopped(self) -> TraceStopped | None:
         return self.ascope.stopped
 
-    def trace(self, module: str | Atom, level: Level = "basic", **options: Any) -> int:
+    def trace(self, module: str | Atom, level: Level = "basic",
+              **options: Any) -> int | list[int]:
         return self.node.run(self.ascope.trace(module, level, **options))
 
     def trace_function(self, module: str | Atom, function: str | Atom,
