@@ -11,6 +11,7 @@ from elixirscope.dist.node import Node
 from elixirscope.elixir_format import inspect
 from elixirscope.etf import Atom, Export, Pid
 from elixirscope.process_labels import ProcessLabel, fetch_labels
+from elixirscope.remote_eval import eval_erlang
 
 SortKey = Literal["reductions", "memory", "mailbox"]
 ITEMS = [Atom(item) for item in (
@@ -49,16 +50,51 @@ def fetch_process_table(node: Node, *, sort: SortKey = "reductions",
     return rows[:limit] if limit else rows
 
 
-async def describe_processes(node: AsyncNode, pids: list[Pid]) -> list[ProcessRow | None]:
+async def describe_processes(node: AsyncNode, pids: list[Pid],
+                             known: dict[Pid, ProcessLabel] | None = None,
+                             ) -> list[ProcessRow | None]:
     """A row for each pid (``None`` for one that is gone): the counters in one remote
-    call, the names in one evaluation (``process_labels``)."""
+    call, the names in one evaluation (``process_labels``) for the pids ``known`` does
+    not have yet (it keeps the labels found, for the next call)."""
     infos = await node.rpc(
         "lists", "zipwith",
         [Export(Atom("erlang"), Atom("process_info"), 2), pids, [ITEMS] * len(pids)],
         timeout=30.0)
-    labels = await fetch_labels(node, pids)
-    return [_row(pid, info, label) if isinstance(info, list) and label is not None else None
-            for pid, info, label in zip(pids, infos, labels, strict=True)]
+    labels = {} if known is None else known
+    new = [pid for pid in pids if pid not in labels]
+    for pid, label in zip(new, await fetch_labels(node, new), strict=True):
+        if label is not None:
+            labels[pid] = label
+    return [_row(pid, info, labels[pid]) if isinstance(info, list) and pid in labels else None
+            for pid, info in zip(pids, infos, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTotals:
+    """The node as a whole, for the header of ``ps``."""
+
+    memory: int
+    uptime_ms: int
+    schedulers: int
+    run_queue: int
+    processes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TOTALS = """
+[erlang:memory(total),
+ erlang:convert_time_unit(erlang:monotonic_time() - erlang:system_info(start_time),
+                          native, millisecond),
+ erlang:system_info(schedulers_online), erlang:statistics(total_run_queue_lengths),
+ erlang:system_info(process_count)]
+"""
+
+
+async def fetch_node_totals(node: AsyncNode) -> NodeTotals:
+    memory, uptime, schedulers, run_queue, processes = await eval_erlang(node, _TOTALS)
+    return NodeTotals(memory, uptime, schedulers, run_queue, processes)
 
 
 def _row(pid: Pid, info: list[tuple[Atom, Any]], label: ProcessLabel) -> ProcessRow:
