@@ -95,3 +95,51 @@ def test_bad_requests_get_one_sentence(bank_node: BeamNode, tmp_path: Path,
     assert result.returncode == code, result.stderr
     assert text in result.stderr and "Traceback" not in result.stderr
     assert not path.exists()
+
+
+def test_a_limit_that_stops_the_tracing_is_announced_and_fails_the_command(
+        bank_node: BeamNode, tmp_path: Path) -> None:
+    path = tmp_path / "tripped.duckdb"
+    args = ("--trace", "Bank.Account", "--max-events", "50", "--duration", "20",
+            "-o", str(path))
+    result = subprocess.run(command(bank_node, *args), capture_output=True, text=True,
+                            timeout=120, check=False)
+    # Announced when it happened, with the limit, its value and the option to raise it,
+    # then a non-zero exit; the recording keeps what was captured.
+    assert result.returncode == 1, result.stderr
+    assert "s: tracing stopped by the max_events limit" in result.stderr
+    assert "raise --max-events" in result.stderr and "--partial-ok" in result.stderr
+    assert "stopped by max_events" in result.stderr and "Traceback" not in result.stderr
+    with open_recording(path) as recording:
+        assert recording.events(limit=None)
+    partial = subprocess.run(command(bank_node, *args[:-1], str(tmp_path / "ok.duckdb"),
+                                     "--partial-ok", "--json"),
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert partial.returncode == 0, partial.stderr
+    stats = json.loads(partial.stdout)
+    assert stats["breaker"] == "max_events" and "max_events" in stats["stop_message"]
+    assert stats["elapsed"] < 15  # it ended when the tracing stopped, not at --duration
+
+
+def test_a_trace_that_saw_nothing_says_so_and_why(bank_node: BeamNode,
+                                                  tmp_path: Path) -> None:
+    result = subprocess.run(
+        command(bank_node, "--trace", "Bank.Account", "--global-only",
+                "--trace-function", "Bank.Ledger.last/1", "--trace-process",
+                "Bank.Ledger", "--include", "lifecycle", "--duration", "1.5",
+                "-o", str(tmp_path / "quiet.duckdb"), "--json"),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    notes = json.loads(result.stdout)["notes"]
+    assert any("Bank.Ledger.last/1 recorded nothing: no process called it" in n
+               for n in notes), notes
+    assert any("Bank.Ledger" in n and "did nothing of what was traced (lifecycle)" in n
+               for n in notes), notes
+
+
+def test_include_takes_known_parts_only(bank_node: BeamNode, tmp_path: Path) -> None:
+    result = subprocess.run(
+        command(bank_node, "--trace-process", "Bank.Auditor", "--include", "messages,calsl",
+                "-o", str(tmp_path / "x.duckdb")),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "calsl" in result.stderr

@@ -220,7 +220,8 @@ def test_children_are_sampled_per_process(node: elixirscope.Node,
         assert {"spawned", "send", "exit"} <= {e.kind for e in events if e.pid == child}
     info = next(t for t in scope.list_traces() if t.ref == ref)
     assert info.sampled_out > 0
-    assert info.captured == len(events)
+    # Mailbox records (what each process had queued when traced) count toward no trace.
+    assert info.captured == len([e for e in events if e.kind != "mailbox"])
 
 
 def test_duration_stops_a_process_trace_by_itself(node: elixirscope.Node,
@@ -258,7 +259,8 @@ def test_list_traces_counts_per_trace(node: elixirscope.Node, scope: elixirscope
     [info] = scope.list_traces()
     assert info.ref == ref and info.kind == "module" and info.target == ":es_traced"
     assert info.status == "running" and info.options["level"] == Atom("full")
-    assert info.captured == len(events) > 0
+    # Mailbox records (what each process had queued when traced) count toward no trace.
+    assert info.captured == len([e for e in events if e.kind != "mailbox"]) > 0
     assert info.sampled_out > 0
     # a call and its return are sampled together
     calls = [e for e in events if e.kind == "call" and e.mfa and e.mfa[1] == Atom("add")]

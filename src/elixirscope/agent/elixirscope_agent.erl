@@ -645,7 +645,7 @@ decide(Child, Parent, Ts, St = #st{members = Members}) ->
                         true ->
                             record(18, 0, Child, Ts, none, 0,
                                    #{message_queue_len => 0, backlog => backlog(Child, 0, 0)},
-                                   [TRef], St#st{members = Members#{Child => TRef}});
+                                   [], St#st{members = Members#{Child => TRef}});
                         false ->
                             catch tr_process(St#st.session, Child, false, [all]),
                             St#st{members = Members#{Child => {rejected, TRef}}}
@@ -1654,6 +1654,7 @@ trace_spec(process, Spec = #{target := Target, include := Include, children := C
             T = #{kind => process, pid => Pid, rate => 1.0, want_args => true,
                   children => Children, child_rate => float(Rate), include => Include,
                   calls => Calls, patterns => Patterns, spec => Spec,
+                  name => if is_atom(Target) -> Target; true -> undefined end,
                   existing_children => Existing,
                   flags => maps:from_list([{P, Flags} || P <- [Pid | Existing]])},
             case {State, process_behaviour(Pid)} of
@@ -1690,7 +1691,7 @@ add_trace(TRef, T, St) ->
     St1 = St#st{traces = (St#st.traces)#{TRef => T1}, members = Members,
                 routes_version = St#st.routes_version + 1},
     St2 = apply_state(St1),
-    {ok, probe_states(TRef, T1, in_flight(Traced, [TRef], counts_backlog(T), St2))}.
+    {ok, probe_states(TRef, T1, in_flight(Traced, counts_backlog(T), St2))}.
 
 counts_backlog(#{include := Include}) -> lists:member(messages, Include);
 counts_backlog(_) -> false.
@@ -1701,7 +1702,8 @@ counts_backlog(_) -> false.
 %% counted by kind (call, cast, system, reply, info), so each callback can be paired
 %% with the message it served; only for a queue of at most 10,000 messages in at most
 %% 64 MB, since counting copies the queue into the relay (else backlog => unknown).
-in_flight(Pids, Refs, Count, St) ->
+%% These records count toward no trace's captured events: they are what was there.
+in_flight(Pids, Count, St) ->
     Ts = erlang:monotonic_time(nanosecond),
     lists:foldl(
       fun(P, Acc) ->
@@ -1715,7 +1717,7 @@ in_flight(Pids, Refs, Count, St) ->
                                 end,
                       record(18, 0, P, Ts, none, 0,
                              #{message_queue_len => Len, current_function => Fn,
-                               status => Status, backlog => Backlog}, Refs, Acc);
+                               status => Status, backlog => Backlog}, [], Acc);
                   _ -> Acc
               end
       end, St, Pids).
@@ -1763,7 +1765,7 @@ retarget(TRef, Spec, New, Name, St) ->
                                     routes_version = St#st.routes_version + 1}),
             Ts = erlang:monotonic_time(nanosecond),
             St2 = record(14, 0, New, Ts, none, 0, Name, [TRef], St1),
-            probe_states(TRef, T, in_flight([New], [TRef], counts_backlog(T), St2));
+            probe_states(TRef, T, in_flight([New], counts_backlog(T), St2));
         {error, _} -> St
     end.
 
@@ -1803,8 +1805,8 @@ narrowed(T, Adapt) ->
      || {{M, F, Ar} = Mfa, A} <- lists:sort(maps:to_list(Adapt)), covers(T, M, F, Ar)].
 
 summary(TRef, T) ->
-    maps:with([ref, kind, module, function, arity, pid, level, rate, child_rate, status,
-               started_at, children, include, captured, dropped, sampled_out, state],
+    maps:with([ref, kind, module, function, arity, pid, name, level, rate, child_rate, status,
+               started_at, children, include, captured, dropped, sampled_out, state, calls],
               T#{ref => TRef}).
 
 %% What a pattern ships of each call, as a list of clauses (the first whose guard holds

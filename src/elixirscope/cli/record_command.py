@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.live import Live
@@ -33,10 +33,18 @@ from elixirscope.cli.ui_command import (
     ui_options,
 )
 from elixirscope.dist.node import connect
+from elixirscope.errors import ElixirScopeError
 from elixirscope.recording.correlate import PHASES
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
-from elixirscope.tracing.scope import DEFAULT_INCLUDES, NoStateCallbacks, Scope, attach
+from elixirscope.tracing.scope import (
+    DEFAULT_INCLUDES,
+    INCLUDES,
+    Level,
+    NoStateCallbacks,
+    Scope,
+    attach,
+)
 from elixirscope.web.app import UIServer
 from elixirscope.web.model import View
 
@@ -67,13 +75,29 @@ def limit_options(command: Any) -> Any:
 @click.option("--trace", "modules", multiple=True, metavar="MODULE",
               help="Trace the calls of a module's functions (repeatable).")
 @click.option("--level", type=click.Choice(["basic", "detailed", "full"]), default="detailed",
-              show_default=True, help="For --trace: calls only; also returns and "
-              "exceptions; also local functions and callers.")
+              show_default=True, help="For --trace and --trace-function: calls only; "
+              "also returns, exceptions and waits on other processes; also functions "
+              "that are not exported, and callers.")
 @click.option("--trace-function", "functions", multiple=True, metavar="M.F[/A]",
               help="Trace one function, e.g. Bank.Account.deposit/2 (repeatable).")
+@click.option("--global-only", is_flag=True,
+              help="For --trace: only calls written Module.fun(...) (cheaper where most "
+              "calls are local; calls from inside the module are then not seen).")
 @click.option("--trace-process", "processes", multiple=True, metavar="PID|NAME",
-              help="Trace a process's messages, calls and lifecycle (repeatable).")
-@click.option("--children", is_flag=True, help="With --trace-process: its children too.")
+              help="Trace a process's messages, calls and lifecycle (repeatable). A name "
+              "follows whoever holds it (a restarted process is traced too).")
+@click.option("--include", "includes", default=",".join(DEFAULT_INCLUDES), show_default=True,
+              metavar="WHAT,...", help="For --trace-process: any of messages, calls, "
+              "lifecycle, state.")
+@click.option("--children", is_flag=True, help="With --trace-process: its children too, "
+              "those alive now and those it starts.")
+@click.option("--force", is_flag=True,
+              help="Trace even when another tracer (dbg, recon, a session) is on the node.")
+@click.option("--setup-timeout", type=click.FloatRange(min=0.1), default=10.0,
+              show_default=True, help="Seconds each trace may take to start on a busy "
+                                      "node; a start that takes longer is undone.")
+@click.option("--partial-ok", is_flag=True,
+              help="Exit 0 even when a limit stopped the tracing before the end.")
 @click.option("--state", "with_state", is_flag=True,
               help="Also record every state change of the traced GenServers, gen_statems "
                    "and Agents (for elixirscope state/history).")
@@ -92,42 +116,61 @@ def limit_options(command: Any) -> Any:
 @ui_options
 @json_option("The final statistics as one JSON line.")
 def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, ...],
-           level: str, functions: tuple[str, ...], processes: tuple[str, ...],
-           children: bool, with_state: bool, duration: float | None, path: Path | None,
-           overflow: str, capacity: int, with_ui: bool, host: str, port: int, no_token: bool,
-           as_json: bool, **limits: float | None) -> None:
+           level: str, functions: tuple[str, ...], global_only: bool,
+           processes: tuple[str, ...], includes: str, children: bool, force: bool,
+           setup_timeout: float, partial_ok: bool, with_state: bool, duration: float | None,
+           path: Path | None, overflow: str, capacity: int, with_ui: bool, host: str,
+           port: int, no_token: bool, as_json: bool, **limits: float | None) -> None:
     """Records what NODE does to a file: the calls of the modules and functions named,
-    and the messages and lifecycle of the processes named. Ctrl-C stops cleanly; with
-    --ui the recording is shown live in the browser at the printed URL."""
+    and the messages and lifecycle of the processes named. The recorder starts first,
+    then the traces; --duration counts from when they are all on. Ctrl-C stops cleanly;
+    with --ui the recording is shown live in the browser at the printed URL. Exits 1
+    when a limit stopped the tracing early (the recording keeps what it captured),
+    unless --partial-ok."""
     if not (modules or functions or processes):
         raise click.UsageError("name something to trace: --trace MODULE, "
                                "--trace-function M.F/A or --trace-process PID")
     if capacity < 1 or capacity & (capacity - 1):
         raise click.BadParameter(f"{capacity} is not a power of two", param_hint="--capacity")
+    include = [item.strip() for item in includes.split(",") if item.strip()]
+    unknown = sorted(set(include) - set(INCLUDES))
+    if unknown or not include:
+        raise click.BadParameter(f"takes {', '.join(INCLUDES)}, not "
+                                 f"{', '.join(unknown) or 'nothing'}", param_hint="--include")
+    if with_state and "state" not in include:
+        include.append("state")
     parsed = [parse_mfa_text(text) for text in functions]
     target = path or default_path(node)
     live = LiveUI(UIOptions(host, port, not no_token)) if with_ui else None
     if live is not None:
         check_port(live.options)
+
+    def start_traces(scope: Scope) -> None:
+        scope.ascope.setup_timeout = setup_timeout
+        for module in modules:
+            trace_module(scope, module, level, state=with_state, force=force,
+                         calls="global" if global_only else "local")
+        for module, function, arity in parsed:
+            scope.trace_function(module, function, arity, level=level, force=force)
+        for process in processes:
+            scope.trace_process(process, include_children=children, include=include,
+                                force=force)
+        output.err.print(f"tracing {scope.node.name} into {target}"
+                         + (f" for {duration:g} s" if duration else "; Ctrl-C to stop"))
+
     with connect(node, cookie, own_name=name) as conn, \
             attach(conn, None, **{k: v for k, v in limits.items() if v is not None}) as scope:
         for degraded in scope.capabilities.degraded:
             if "you set" in degraded:
                 output.err.print(f"note: {degraded}")
-        for module in modules:
-            trace_module(scope, module, level, state=with_state)
-        for module, function, arity in parsed:
-            scope.trace_function(module, function, arity)
-        for process in processes:
-            scope.trace_process(process, include_children=children,
-                                include=[*DEFAULT_INCLUDES, *(["state"] if with_state else [])])
-        output.err.print(f"recording {conn.name} to {target}"
-                         + ("" if duration else "; Ctrl-C to stop"))
         stats = record_for(scope, target, duration, overflow=overflow, capacity=capacity,
-                           live=not as_json, ui=live)
+                           live=not as_json, ui=live, before=start_traces)
+        notes = nothing_seen(scope)
     if as_json:
-        output.json_line(stats_dict(stats) | {"path": str(target)})
+        output.json_line(stats_dict(stats) | {"path": str(target), "notes": notes})
     else:
+        for note in notes:
+            output.err.print(f"note: {note}")
         output.err.print(stats_line(stats))
         output.out.print(f"recording: {target}")
         if live is None:
@@ -137,6 +180,32 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         output.err.print(f"the recording is finished; the UI now shows it whole: "
                          f"{live.server.url}")
         serve_forever(live.server)
+    if stats.breaker and not partial_ok:
+        output.error(f"{stats.stop_message or stats.breaker}; the recording keeps what was "
+                     f"captured ({target}); --partial-ok exits 0 in this case")
+        raise click.exceptions.Exit(1)
+
+
+def nothing_seen(scope: Scope) -> list[str]:
+    """A sentence for each trace that recorded nothing, with the likely reason."""
+    notes = []
+    for info in scope.list_traces():
+        if info.captured or info.dropped or info.sampled_out:
+            continue
+        options = info.options
+        if info.kind == "process":
+            alive = info.pid is not None and scope.node.rpc("erlang", "is_process_alive",
+                                                            [info.pid])
+            why = ("the process is gone" if not alive else
+                   "the process did nothing of what was traced "
+                   f"({', '.join(str(i) for i in options.get('include', []))})")
+        elif str(options.get("calls", "local")) == "global":
+            why = ("no call from outside reached it; with --global-only, calls from inside "
+                   "the module are not seen")
+        else:
+            why = "no process called it while recording"
+        notes.append(f"{info.kind} trace of {info.target} recorded nothing: {why}")
+    return notes
 
 
 class LiveUI:
@@ -161,16 +230,17 @@ class LiveUI:
             self.server.session.replace(View.finished(path))
 
 
-def trace_module(scope: Scope, module: str, level: str, *, state: bool) -> None:
+def trace_module(scope: Scope, module: str, level: str, *, state: bool, force: bool = False,
+                 calls: str = "local") -> None:
     """Traces a module; with ``state``, its processes' state changes too where it is
     a GenServer or gen_statem callback module (a note says where it is not)."""
     if state:
         try:
-            scope.trace(module, level, state=True)  # type: ignore[arg-type]
+            scope.trace(module, cast(Level, level), state=True, force=force, calls=calls)
             return
         except NoStateCallbacks as exc:
             output.err.print(f"note: {exc}; its calls are traced without state")
-    scope.trace(module, level)  # type: ignore[arg-type]
+    scope.trace(module, cast(Level, level), force=force, calls=calls)
 
 
 def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: str = "block",
@@ -181,24 +251,40 @@ def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: st
     progress line; then finishes the file and returns the final counts. ``before``
     runs once the recorder is taking events; ``ui`` shows the recording live."""
     recorder = scope.record(path, overflow=overflow, capacity=capacity)
-    if ui is not None:
-        try:
+    try:
+        if ui is not None:
             ui.attach(recorder)
-        except BaseException:
+        if before is not None:
+            before(scope)
+    except BaseException:
+        # Nothing was recorded as asked: no file is left to mistake for a recording.
+        with contextlib.suppress(ElixirScopeError):
             _stop(recorder)
-            raise
-    if before is not None:
-        before(scope)
-    deadline = None if duration is None else time.monotonic() + duration
+        for leftover in (path, path.with_name(path.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        raise
+    began = time.monotonic()
+    deadline = None if duration is None else began + duration
     lost = scope.node.anode.closed
     line = Live(Text(""), console=output.err, transient=True, auto_refresh=False) \
         if live else None
+    sampling = 1.0
     try:
         with line or contextlib.nullcontext():
             while not lost.done() and (deadline is None or time.monotonic() < deadline):
                 time.sleep(0.25)
+                stats = recorder.stats
+                at = time.monotonic() - began
+                if stats.adaptive_rate != sampling:
+                    output.err.print(f"at {at:.1f} s: the agent now keeps "
+                                     f"{stats.adaptive_rate:.0%} of the events (adaptive "
+                                     "sampling under --max-events-per-second)")
+                    sampling = stats.adaptive_rate
+                if stats.breaker:
+                    output.err.print(f"at {at:.1f} s: {stats.stop_message or stats.breaker}")
+                    break
                 if line is not None:
-                    line.update(Text(stats_line(recorder.stats)), refresh=True)
+                    line.update(Text(stats_line(stats)), refresh=True)
     except KeyboardInterrupt:
         output.err.print("stopping ...")
     if lost.done():
@@ -236,10 +322,13 @@ def _stop(recorder: Recorder, live: bool = False) -> RecorderStats:
 
 
 def stats_line(stats: RecorderStats) -> str:
-    breaker = f"breaker tripped ({stats.breaker})" if stats.breaker else "breaker ok"
-    sampling = f"sampling {stats.adaptive_rate:.0%}"
-    return (f"{stats.events:,} events · {stats.rate:,.0f}/s · {stats.elapsed:.1f} s · "
-            f"dropped {stats.dropped:,} · {sampling} · {breaker}")
+    """The recording in one line: what it holds, what was lost and where, what sampling
+    left out, and whether a limit stopped the tracing."""
+    breaker = f"stopped by {stats.breaker}" if stats.breaker else "no limit reached"
+    lost = f" · {stats.lost_batches:,} batches lost in transit" if stats.lost_batches else ""
+    return (f"{stats.events:,} events stored · {stats.rate:,.0f}/s · {stats.elapsed:.1f} s · "
+            f"dropped {stats.dropped:,} · sampled out {stats.agent_sampled_out:,} · "
+            f"{stats.kept_share:.1%} of traced events kept{lost} · {breaker}")
 
 
 def stats_dict(stats: RecorderStats) -> dict[str, Any]:
@@ -251,6 +340,8 @@ def stats_dict(stats: RecorderStats) -> dict[str, Any]:
         "lost_batches": stats.lost_batches, "ring_dropped_oldest": ring.dropped_oldest,
         "ring_dropped_newest": ring.dropped_newest, "ring_blocked": ring.blocked,
         "adaptive_rate": stats.adaptive_rate, "breaker": stats.breaker,
+        "stop_message": stats.stop_message, "discarded_at_stop": stats.discarded_at_stop,
+        "kept_share": round(stats.kept_share, 4),
     }
 
 

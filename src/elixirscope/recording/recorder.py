@@ -64,11 +64,21 @@ class RecorderStats:
     lost_batches: int
     malformed_batches: int
     breaker: str | None
+    stop_message: str | None = None
+    discarded_at_stop: int = 0
 
     @property
     def dropped(self) -> int:
-        """Events lost on the way, wherever: in the agent, in transit, in the ring."""
-        return self.agent_dropped + self.ring.dropped
+        """Events lost on the way, wherever: in the agent (its distribution buffer was
+        busy, or its queue was discarded after a stop), in the ring, and at the stop.
+        Lost batches are counted apart: how many events they held is unknown."""
+        return self.agent_dropped + self.ring.dropped + self.discarded_at_stop
+
+    @property
+    def kept_share(self) -> float:
+        """The share of the traced events the recording holds (1.0: all of them)."""
+        seen = self.events + self.dropped + self.agent_sampled_out
+        return self.events / seen if seen else 1.0
 
 
 class Recorder:
@@ -87,6 +97,7 @@ class Recorder:
         self.malformed_batches = 0
         self.discarded_at_stop = 0
         self.breaker: str | None = None
+        self.stop_message: str | None = None
         self._session_events: list[tuple[int, int | None, int, str, str | None]] = []
         self._space = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -168,6 +179,7 @@ class Recorder:
 
     def on_stopped(self, stopped: TraceStopped) -> None:
         self.breaker = stopped.reason
+        self.stop_message = str(stopped)
         self._note("breaker_trip", json.dumps({"reason": stopped.reason,
                                                "counters": stopped.counters}, default=str))
 
@@ -192,7 +204,8 @@ class Recorder:
             agent_received=agent.received, agent_dropped=agent.dropped,
             agent_sampled_out=agent.sampled_out, adaptive_rate=agent.adaptive_rate,
             lost_batches=self.ingest.lost_batches, malformed_batches=self.malformed_batches,
-            breaker=self.breaker)
+            breaker=self.breaker, stop_message=self.stop_message,
+            discarded_at_stop=self.discarded_at_stop)
 
     def _progress_meta(self) -> dict[str, Any]:
         """Written with every flush, so a recording cut short still says how it went."""

@@ -127,6 +127,7 @@ class TraceInfo:
     captured: int
     dropped: int
     sampled_out: int
+    pid: Pid | None = None  # the traced process, for a process trace
 
 
 class AsyncScope:
@@ -622,16 +623,19 @@ def _trace_info(item: dict[Any, Any]) -> TraceInfo:
         target = mfa_display(fields["module"], fields["function"], fields["arity"])
     else:
         target = inspect(fields.get("pid"))
+        if isinstance(fields.get("name"), Atom) and fields["name"] != Atom("undefined"):
+            target = f"{module_display(fields['name'])} ({target})"
     status = fields.get("status")
     options = {key: value for key, value in fields.items()
-               if key not in ("ref", "kind", "module", "function", "arity", "pid", "status",
-                              "started_at", "captured", "dropped", "sampled_out")}
+               if key not in ("ref", "kind", "module", "function", "arity", "pid", "name",
+                              "status", "started_at", "captured", "dropped", "sampled_out")}
     return TraceInfo(
         ref=int(fields["ref"]), kind=kind, target=target, options=options,
         status=inspect(status).lstrip(":") if status is not None else "unknown",
         started_at_ms=int(fields.get("started_at", 0)),
         captured=int(fields.get("captured", 0)), dropped=int(fields.get("dropped", 0)),
-        sampled_out=int(fields.get("sampled_out", 0)))
+        sampled_out=int(fields.get("sampled_out", 0)),
+        pid=fields["pid"] if isinstance(fields.get("pid"), Pid) else None)
 
 
 def _trace_error(reply: Any, node: str) -> ElixirScopeError:
