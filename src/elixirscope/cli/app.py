@@ -21,6 +21,7 @@ from elixirscope.cli import (
     record_command,
     recording_commands,
     state_commands,
+    supervisors_command,
     ui_command,
     waits_command,
 )
@@ -40,6 +41,7 @@ for _commands in (demo_command, node_commands, record_command, recording_command
     _commands.register(cli)
 analysis_commands.register(cli)
 modules_command.register(cli)
+supervisors_command.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
