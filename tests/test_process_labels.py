@@ -4,9 +4,11 @@ Elixir Registry keys, initial calls; in ``ps`` and in a recording's ``--pid`` lo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import elixirscope
 from cli_support import json_rows
 from elixirscope.dist.node import Node, connect
 from elixirscope.etf import Atom, Pid
@@ -87,3 +89,27 @@ def test_ps_names_registry_processes_by_their_keys(
     assert accounts and all(str(row["label"]).startswith("Bank.Registry:") for row in accounts)
     supervisor = next(row for row in rows if row["name"] == "Bank.Supervisor")
     assert supervisor["initial_call"] == ":supervisor.Elixir.Supervisor.Default/1"
+
+
+def test_a_recording_finds_a_process_by_its_label(erl_node: BeamNode, conn: Node,
+                                                  tmp_path: Path) -> None:
+    queue = spawn_queue(conn, b"/", b"orders")
+    other = spawn_queue(conn, b"/", b"audit")
+    path = tmp_path / "labels.duckdb"
+    try:
+        with elixirscope.attach(conn) as scope:
+            scope.trace_process(queue, include=["messages"])
+            scope.trace_process(other, include=["messages"])
+            with scope.record(path):
+                conn.send(queue, Atom("publish"))
+                conn.send(other, Atom("ack"))
+                conn.rpc("erlang", "process_info", [queue, Atom("messages")])
+    finally:
+        for pid in (queue, other):
+            conn.send(pid, Atom("stop"))
+    with elixirscope.open_recording(path) as rec:
+        received = rec.events(pid="rabbit_amqqueue_process:orders", kind="receive")
+        assert [event.pid for event in received] == [f"#PID<0.{queue.id}.{queue.serial}>"]
+        labelled = {process.pid: process.names for process in rec.processes()}
+        assert labelled[f"#PID<0.{other.id}.{other.serial}>"] == (
+            "rabbit_amqqueue_process:audit",)
