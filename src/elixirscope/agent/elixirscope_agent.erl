@@ -79,7 +79,8 @@
     %% max_state_bytes (their callbacks' values are no longer shipped), and the
     %% probes in flight, whose traffic with the processes is the debugger's own.
     state_pids = #{}, discovered = #{}, big_states = #{}, own = #{}, muted = #{},
-    request_scan = 0
+    request_scan = 0,
+    heat = #{}
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ default_limits() ->
     #{max_events_per_second => 50000,
       max_events => 5000000,
       max_duration_s => 600,
-      max_queue_len => 50000,
+      max_queue_len => 1000000,
       max_term_bytes => 4096,
       elide_arg_bytes => 2048,
       max_node_memory_mb => infinity,
@@ -363,7 +364,8 @@ process_event(Code, Pid, Other, Mfa, Value, Ts, St) ->
             record(Code, Flags, Pid, Ts, Mfa, OtherIdx, Payload, Refs, St3)
     end.
 
-on_call(Pid, Mfa, Args, Caller, Ends, Ts, St) ->
+on_call(Pid, Mfa, Args, Caller, Ends, Ts, St0) ->
+    St = count_heat(Pid, Mfa, St0),
     {{Rate, WantArgs, Refs}, Routed0} = call_route(Mfa, Pid, St),
     {Role, Routed} = state_on_call(Mfa, Pid, Args, Routed0),
     case keep_call(Pid, Mfa, Rate, Ends, Caller, Routed) of
@@ -1482,7 +1484,36 @@ adapt(Now, St) ->
                    Max when Rate < Max * 0.4 -> min(1.0, St#st.adaptive * 2);
                    _ -> St#st.adaptive
                end,
-    St#st{window_start = Now, window_kept = 0, window_rate = Rate, adaptive = Adaptive}.
+    shed_hottest(St#st{window_start = Now, window_kept = 0, window_rate = Rate,
+                       adaptive = Adaptive}).
+
+%% Sampling keeps the relay within its rate, but every call still costs the traced
+%% process its trace message. While sampling keeps half or less, the functions that
+%% make a tenth or more of the calls made inside traced calls (counted on one call in
+%% 16) leave the trace, once a second: the VM stops paying for them. Entry points
+%% (calls from untraced code: a request handler, a callback) never leave.
+%% list_traces says which and when (narrowed); such a function can still be traced
+%% on its own.
+count_heat(Pid, Mfa, St = #st{adaptive = A, received = N}) when A < 1.0, N band 15 =:= 0 ->
+    case is_map_key(Pid, St#st.stacks) of
+        true -> St#st{heat = maps:update_with(Mfa, fun(C) -> C + 1 end, 1, St#st.heat)};
+        false -> St
+    end;
+count_heat(_, _, St) -> St.
+
+shed_hottest(St = #st{heat = Heat}) when map_size(Heat) =:= 0 -> St;
+shed_hottest(St = #st{adaptive = A}) when A > 0.5 -> St#st{heat = #{}};
+shed_hottest(St = #st{heat = Heat}) ->
+    Total = lists:sum(maps:values(Heat)),
+    Hot = [Mfa || {Mfa, Count} <- maps:to_list(Heat), Count * 10 >= Total,
+                  not maps:is_key(Mfa, St#st.state_roles), has_pattern(Mfa, St)],
+    Now = erlang:system_time(millisecond),
+    Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{shed => Now}}
+                        end, St#st.adapt, Hot),
+    case Hot of
+        [] -> St#st{heat = #{}};
+        _ -> apply_state(St#st{heat = #{}, adapt = Adapt})
+    end.
 
 %% Removing the tracing comes first: it stops new trace messages; the batch in
 %% hand is sent after.
@@ -1799,9 +1830,11 @@ drop_members(TRef, St) ->
     St#st{members = maps:from_list(Kept)}.
 
 %% The functions of a trace whose calls ship less than the trace asked for, and
-%% what they leave out: [{Mfa, ElidedPositions, ValuesRecorded}].
+%% what they leave out: [{Mfa, ElidedPositions, ValuesRecorded, LeftAt}], LeftAt
+%% being when a function called too often left the trace (system time, ms), or none.
 narrowed(T, Adapt) ->
-    [{Mfa, [P || {P, _} <- maps:get(elide, A, [])], not maps:get(timed, A, false)}
+    [{Mfa, [P || {P, _} <- maps:get(elide, A, [])], not maps:get(timed, A, false),
+      maps:get(shed, A, none)}
      || {{M, F, Ar} = Mfa, A} <- lists:sort(maps:to_list(Adapt)), covers(T, M, F, Ar)].
 
 summary(TRef, T) ->
@@ -2096,6 +2129,7 @@ over_budget_first(_, Capturing, _, _) -> Capturing.
 
 match_spec({match, Ms}, _, _) -> Ms;
 match_spec(off, _, _) -> false;
+match_spec(_, _, #{shed := _}) -> false;
 match_spec(Clauses, Arity, Adapt) -> [clause_ms(C, Arity, Adapt) || C <- Clauses].
 
 stronger_where(local, _) -> local;

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from elixirscope.beam_names import parse_mfa_text
+from elixirscope.beam_names import mfa_display, parse_mfa_text
 from elixirscope.cli import output
 from elixirscope.cli.options import json_option, node_options
 from elixirscope.cli.ui_command import (
@@ -205,6 +205,27 @@ def nothing_seen(scope: Scope) -> list[str]:
         else:
             why = "no process called it while recording"
         notes.append(f"{info.kind} trace of {info.target} recorded nothing: {why}")
+    return notes + narrowed_notes(scope)
+
+
+def narrowed_notes(scope: Scope) -> list[str]:
+    """A sentence for each function the agent stopped tracing, or traces with less,
+    to keep the node's cost down."""
+    notes = []
+    for info in scope.list_traces():
+        for mfa, elided, values, left_at in info.options.get("narrowed", []):
+            name = mfa_display(*mfa)
+            if isinstance(left_at, int):
+                when = datetime.fromtimestamp(left_at / 1000).strftime("%H:%M:%S")
+                notes.append(f"{name} was called too often and left the trace at {when}, to "
+                             f"keep the node's cost down; trace it on its own with "
+                             f"--trace-function {name} to see it")
+            elif not values:
+                notes.append(f"{name}: its values were too large to ship (past "
+                             "--elide-arg-bytes); its calls are recorded with their time only")
+            elif elided:
+                notes.append(f"{name}: arguments {', '.join(map(str, elided))} were too large "
+                             "to ship and are shown as #elided")
     return notes
 
 
