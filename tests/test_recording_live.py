@@ -199,3 +199,57 @@ def test_damaged_recordings_get_one_sentence(tmp_path: Path, damage: str) -> Non
             con.execute("SELECT sum(hash(payload)) FROM events").fetchall()
     message = str(caught.value)
     assert str(path) in message and "\n" not in message
+
+
+LOADED_RECORDER_SCRIPT = """
+import sys, time
+import elixirscope
+from elixirscope.remote_eval import eval_erlang
+node, cookie, path = sys.argv[1:4]
+scope = elixirscope.attach(node, cookie)
+scope.trace("es_traced", "detailed")
+recorder = scope.record(path)
+# Steady load the pipeline keeps up with (tens of thousands of events a second).
+scope.node.run(eval_erlang(scope.node.anode, '''
+    [spawn(fun L() -> es_traced:call_many(100, 1), timer:sleep(5), L() end)
+     || _ <- lists:seq(1, 2)]'''))
+print(time.time_ns(), flush=True)
+while True:
+    time.sleep(0.2)
+    stats = recorder.stats
+    print(stats.written, stats.breaker, flush=True)
+"""
+
+
+def test_a_recorder_killed_under_load_loses_at_most_the_last_second(
+        traced_code: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "killed-under-load.duckdb"
+    with start_traced(traced_code, "rec_kill_load") as beam:
+        recorder = subprocess.Popen(
+            [sys.executable, "-c", LOADED_RECORDER_SCRIPT, beam.name, beam.cookie, str(path)],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert recorder.stdout is not None
+            started_ns = int(recorder.stdout.readline())
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and time.time_ns() - started_ns < 4e9:
+                line = recorder.stdout.readline()
+                assert line, "the recorder exited early"
+                assert line.split()[1] == "None", f"a limit stopped the tracing: {line}"
+            killed_ns = time.time_ns()
+            os.kill(recorder.pid, signal.SIGKILL)
+            recorder.wait(10)
+        finally:
+            recorder.kill()
+    con = open_file(path, read_only=False)
+    try:
+        first, last, count = con.execute(
+            "SELECT min(ts + wall_offset), max(ts + wall_offset), count(*) FROM events"
+        ).fetchone() or (0, 0, 0)
+    finally:
+        con.close()
+    assert count > 10_000
+    # The node and this machine share a clock: what is missing is what came in the
+    # last second (one flush interval) before the kill, at most.
+    assert first is not None and first - started_ns < 2e9
+    assert killed_ns - last < 1.5e9, f"the file ends {(killed_ns - last) / 1e9:.2f} s early"

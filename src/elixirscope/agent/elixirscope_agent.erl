@@ -80,7 +80,9 @@
     %% probes in flight, whose traffic with the processes is the debugger's own.
     state_pids = #{}, discovered = #{}, big_states = #{}, own = #{}, muted = #{},
     request_scan = 0,
-    heat = #{}
+    %% Hot functions (see shed_hottest/1): calls counted per function, and the
+    %% functions seen called from untraced code (entry points, never shed).
+    heat = #{}, entries = #{}
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -1491,13 +1493,20 @@ adapt(Now, St) ->
 %% process its trace message. While sampling keeps half or less, the functions that
 %% make a tenth or more of the calls made inside traced calls (counted on one call in
 %% 16) leave the trace, once a second: the VM stops paying for them. Entry points
-%% (calls from untraced code: a request handler, a callback) never leave.
+%% (functions seen called from untraced code: a request handler, a callback, a loop
+%% that also calls itself) never leave.
 %% list_traces says which and when (narrowed); such a function can still be traced
 %% on its own.
-count_heat(Pid, Mfa, St = #st{adaptive = A, received = N}) when A < 1.0, N band 15 =:= 0 ->
+count_heat(Pid, Mfa, St = #st{adaptive = A}) when A < 1.0 ->
     case is_map_key(Pid, St#st.stacks) of
-        true -> St#st{heat = maps:update_with(Mfa, fun(C) -> C + 1 end, 1, St#st.heat)};
-        false -> St
+        false -> St#st{entries = (St#st.entries)#{Mfa => true}};
+        true ->
+            %% One call in 16, at random: a fixed stride could keep missing one function
+            %% of a loop whose length is a multiple of it.
+            case rand:uniform(16) of
+                1 -> St#st{heat = maps:update_with(Mfa, fun(C) -> C + 1 end, 1, St#st.heat)};
+                _ -> St
+            end
     end;
 count_heat(_, _, St) -> St.
 
@@ -1506,6 +1515,7 @@ shed_hottest(St = #st{adaptive = A}) when A > 0.5 -> St#st{heat = #{}};
 shed_hottest(St = #st{heat = Heat}) ->
     Total = lists:sum(maps:values(Heat)),
     Hot = [Mfa || {Mfa, Count} <- maps:to_list(Heat), Count * 10 >= Total,
+                  not maps:is_key(Mfa, St#st.entries),
                   not maps:is_key(Mfa, St#st.state_roles), has_pattern(Mfa, St)],
     Now = erlang:system_time(millisecond),
     Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{shed => Now}}
