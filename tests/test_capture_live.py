@@ -6,6 +6,7 @@ recording."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,10 @@ def test_state_capture_follows_the_callback_module_the_process_runs(
         assert [step.callback for step in history][-3:] == [
             "handle_call", "handle_cast", "handle_call"]
         assert history[-1].state == truth
+        # A state record prints as what it says, never as the codec's {N, {:delta, ...}}.
+        texts = [e.text for e in rec.events(pid=elixirscope.inspect(pid), kind="state")]
+        assert "state #4 changed: ~ [:bumped]: ? -> 1" in texts, texts
+        assert "state #3 changed: ~ [9]: ? -> {:entry, :set}" in texts, texts
         # Only the state was asked for: the calls recorded are the state callbacks
         # (they are what caused each transition), none of what else the process ran.
         called = {e.function for e in rec.events(pid=elixirscope.inspect(pid), kind="call")}
@@ -174,7 +179,6 @@ def test_a_state_over_its_budget_is_shipped_no_more(scope: elixirscope.Scope) ->
 def test_calls_to_other_processes_are_recorded_as_waits(
         scope: elixirscope.Scope, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cli_support import json_rows, run
-    from elixirscope.recording.waits import waits
 
     asker, slow, fast = (server(scope, 3) for _ in range(3))
     path = tmp_path / "waits.duckdb"
@@ -186,7 +190,7 @@ def test_calls_to_other_processes_are_recorded_as_waits(
         # The client's own gen:call is outside traced code: not a wait of the recording.
         scope.node.rpc("es_capture", "set", [fast, 3])
     with elixirscope.open_recording(path) as rec:
-        found = waits(rec)
+        found = rec.waits()
     assert [(w.pid, w.callee, w.request, w.outcome) for w in found] == [
         (elixirscope.inspect(asker), elixirscope.inspect(fast), "{:set, 1}", "answered"),
         (elixirscope.inspect(asker), elixirscope.inspect(slow), "{:set, 2}", "timed out")]
@@ -225,3 +229,27 @@ def test_callbacks_of_a_backlog_are_not_given_later_messages(scope: elixirscope.
         assert triggers[:3] == [None, None, None] and triggers[3] is not None
         received = rec.events(pid=text, kind="receive")
         assert triggers[3] in [e.message_id for e in received if "$gen_cast" in e.text]
+
+
+def test_a_call_still_running_at_the_end_comes_first_among_the_slowest(
+        scope: elixirscope.Scope, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_support import json_rows, run
+
+    pid = server(scope, 3)
+    path = tmp_path / "hang.duckdb"
+    scope.trace("es_capture", "detailed", only=["handle_call", "handle_cast"])
+    with scope.record(path):
+        scope.node.rpc("es_capture", "set", [pid, 1])
+        scope.node.rpc("es_capture", "busy", [pid, 3000])  # still sleeping at the end
+        time.sleep(0.6)
+    with elixirscope.open_recording(path) as rec:
+        slowest = rec.spans(slowest=5)
+        hanging = slowest[0]
+        assert (hanging.function, hanging.outcome, hanging.duration) == ("handle_cast", "open",
+                                                                          None)
+        assert hanging.running_for is not None and hanging.running_for >= 0.4
+        assert [s.span_id for s in rec.spans(min_duration=0.3)] == [hanging.span_id]
+    rows = json_rows(capsys, "spans", str(path), "--slowest", "1")
+    assert (rows[0]["duration"], rows[0]["open"]) == (None, True)
+    code, out, _ = run(capsys, "spans", str(path), "--slowest", "3")
+    assert code == 0 and "still running" in out

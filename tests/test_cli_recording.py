@@ -82,11 +82,11 @@ def test_spans_table_and_json(capsys: pytest.CaptureFixture[str], rec: str) -> N
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == f"{rec}: 7 calls"
-    assert lines[1].split() == ["start", "(s)", "duration", "pid", "function", "outcome", "args",
-                                "result"]
-    assert lines[3].split()[:6] == ["0.013", "12.000", "ms", "#PID<0.101.0>",
-                                    "Bank.Account.handle_call/3", "return"]
-    assert "    :ets.insert/2" in lines[7] and "1.000 ms" in lines[7]
+    assert lines[1].split() == ["start", "(s)", "duration", "pid", "outcome", "call", "result"]
+    # Each span prints as the call it was, nested by depth.
+    assert lines[3].split()[:6] == ["0.013", "12.000", "ms", "#PID<0.101.0>", "return",
+                                    "Bank.Account.handle_call({:deposit,"]
+    assert "    :ets.insert(:audit_log, {1," in lines[7] and "1.000 ms" in lines[7]
     assert "exception" in lines[8] and "{:error, :badarith}" in lines[8]
 
     def ids(*args: str) -> list[object]:

@@ -145,3 +145,17 @@ def test_invalid_input_is_refused() -> None:
         inspect([], charlists="as_strings")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="negative"):
         inspect([], limit=-1)
+
+
+def test_a_call_prints_as_it_was_written() -> None:
+    from elixirscope.elixir_format import format_call
+
+    # A list of small integers is the argument list, never a charlist.
+    assert format_call("Catalog", "page", [80]) == "Catalog.page(80)"
+    assert format_call(":lists", "seq", [1, 3]) == ":lists.seq(1, 3)"
+    assert format_call("Bank", "deposit", [b"alice", 12]) == 'Bank.deposit("alice", 12)'
+    assert format_call("Kernel", "+", [1, 2]) == "Kernel.+(1, 2)"
+    assert format_call("M", "with space", []) == 'M."with space"()'
+    state, elided = Atom("$state"), Atom("$elided")
+    assert format_call("S", "handle_cast", [Atom("bump"), state]) == "S.handle_cast(:bump, #state)"
+    assert format_call("S", "f", [elided, 2]) == "S.f(#elided, 2)"

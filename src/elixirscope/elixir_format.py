@@ -108,6 +108,19 @@ def inspect(
     return printer.term(term, _INFINITY if limit is None else limit, 0)
 
 
+def format_call(module: str, function: str, args: Any, *, limit: int | None = 50,
+                printable_limit: int | None = 4096, local_node: str | None = None) -> str:
+    """A call as Elixir writes it: ``Catalog.page(80)``, ``:lists.seq(1, 3)``. ``module``
+    is written as Elixir writes it (``Catalog``, ``:lists``); each argument is printed on
+    its own, so a list of small integers stays a list of arguments, never a charlist."""
+    target = f"{module}.{_atom_remote(function)}"
+    if not isinstance(args, list):
+        return f"{target}({inspect(args, limit=limit, local_node=local_node)})"
+    return target + "(" + ", ".join(
+        inspect(arg, limit=limit, printable_limit=printable_limit, local_node=local_node)
+        for arg in args) + ")"
+
+
 Handler = Callable[["_Printer", Any, int, int], str]
 
 
@@ -525,7 +538,11 @@ def _secure(name: str) -> bool:
     return len(scripts) <= 1 or any(scripts <= mix for mix in _SCRIPT_MIXES)
 
 
+# What the agent puts where it did not copy a value: a process's state (recorded as
+# states, not with each call), an argument too large to ship, a value not recorded.
+MARKERS = {"$state": "#state", "$elided": "#elided", "$not_recorded": "#not_recorded"}
 _LITERALS: dict[str, str] = {Atom(name): name for name in ("nil", "true", "false")}
+_LITERALS.update((Atom(name), text) for name, text in MARKERS.items())
 _KEYS: dict[str, str] = {}
 _REMOTES: dict[str, str] = {}
 _ATOM_CACHE_LIMIT = 100_000

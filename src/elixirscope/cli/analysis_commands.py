@@ -246,7 +246,7 @@ def rerun(recording: Path, span_id: int, node: str, cookie: str | None, name: st
         output.json_line(result.as_dict())
         return
     out = output.out
-    out.print(Text(f"{result.span.mfa} with {result.span.args}"))
+    out.print(Text(result.span.call))
     out.print(Text(f"recorded: {result.as_dict()['recorded']}"))
     if result.status == "raised":
         out.print(Text(f"now: raised {result.error}"))
@@ -265,8 +265,7 @@ def _print_traceback(found: Traceback) -> None:
         out.print(Text(f"{what} {event.seq} ({event.kind}) at {event.time:.3f} s on "
                        f"{_who(event.pid, event.pid_name)}: {_cut(event.text)}"))
         for span in link.stack:
-            out.print(Text(f"  in {span.mfa} (span {span.span_id}, {_when(span)}) "
-                           f"args {_cut(span.args)}"))
+            out.print(Text(f"  in {_cut(span.call)} (span {span.span_id}, {_when(span)})"))
         if link.message is not None:
             out.print(Text(f"  started by message {_cut(link.message.text)}"))
     out.print(Text(f"origin: {found.origin}"))
@@ -279,7 +278,7 @@ def _print_range(tree: RangeNode) -> None:
         node, level = pending.pop()
         span = node.span
         pad = "  " * level
-        out.print(Text(f"{pad}{span.mfa} {_cut(span.args)} -> {_cut(span.result or '')} "
+        out.print(Text(f"{pad}{_cut(span.call)} -> {_cut(span.result or '')} "
                        f"[{span.outcome}, {_duration(span.duration)}, span {span.span_id}]"
                        f"{' …' if node.cut else ''}"))
         for event in node.events:

@@ -125,11 +125,14 @@ def _print_events(events: list[Event], title: str) -> None:
 
 
 def _print_spans(found: list[Span], title: str) -> None:
-    rows = [[f"{span.start:.3f}", _duration(span.duration), _who(span.pid, span.pid_name),
-             "  " * (span.depth - 1) + span.mfa, span.outcome, span.args, span.result or ""]
+    rows = [[f"{span.start:.3f}",
+             f"still running, {_duration(span.running_for)}+" if span.open
+             and span.running_for is not None else _duration(span.duration),
+             _who(span.pid, span.pid_name), span.outcome,
+             "  " * (span.depth - 1) + span.call, span.result or ""]
             for span in found]
-    _print_table(title, ["start (s)", "duration", "pid", "function", "outcome", "args",
-                         "result"], rows, right=2, cut=2)
+    _print_table(title, ["start (s)", "duration", "pid", "outcome", "call", "result"], rows,
+                 right=2, cut=2)
 
 
 def _print_table(title: str, headers: list[str], rows: list[list[str]], *, right: int,

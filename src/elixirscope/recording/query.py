@@ -44,6 +44,7 @@ from elixirscope.dist.node import Node
 from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom, encode
 from elixirscope.recording import correlate, store
+from elixirscope.recording import waits as _waits
 from elixirscope.recording.results import (
     EVENT_COLUMNS,
     CauseStep,
@@ -60,6 +61,7 @@ from elixirscope.recording.state_diff import StateDiff
 from elixirscope.recording.state_results import FieldChange, Replay, StateTransition
 from elixirscope.recording.timespec import TimeSpec, seconds, wall_ns
 from elixirscope.recording.timetravel import TimeTravel
+from elixirscope.recording.waits import Wait
 from elixirscope.tracing.events import KIND_CODES
 
 __all__ = ["QueryError", "Recording", "open_recording"]
@@ -129,6 +131,7 @@ class _Dimensions:
     names: dict[int, tuple[str, ...]]
     functions: dict[int, tuple[str, str, int]]
     start_wall_ns: int
+    last_ts: dict[int, int]  # per node, when its recording ended (else its last event)
 
     def pid(self, pid_id: int | None) -> str | None:
         return None if pid_id is None else self.pids[pid_id][0]
@@ -224,7 +227,11 @@ class Recording:
                 names={pid_id: tuple(found) for pid_id, found in names if found},
                 functions={row[0]: (row[1], row[2], row[3]) for row in con.execute(
                     "SELECT mfa_id, module, function, arity FROM functions").fetchall()},
-                start_wall_ns=min(starts))
+                start_wall_ns=min(starts),
+                last_ts=dict(con.execute(
+                    "SELECT n.node_id, greatest(n.ended_ts, max(e.ts)) FROM nodes n "
+                    "LEFT JOIN events e USING (node_id) GROUP BY n.node_id, n.ended_ts"
+                ).fetchall()))
 
     # --- events -------------------------------------------------------------------------
 
@@ -381,17 +388,28 @@ class Recording:
               until: TimeSpec | None = None, limit: int | None = 1000) -> list[Span]:
         """Traced calls, by start time; ``slowest=N``: the N longest, longest first.
         ``min_duration`` (seconds) keeps the calls that took at least that long;
-        ``since``/``until`` filter on the start."""
+        ``since``/``until`` filter on the start. A call still running when the recording
+        stopped (``outcome`` open: a call that hangs) has no duration; it counts as
+        lasting up to the recording's last event (``running_for``), and comes first
+        among the slowest."""
         where = _Where()
         where.within("s.pid_id", self._pid_ids(pid) if pid is not None else None)
         where.within("s.mfa_id", self._mfa_ids(module, function))
         if min_duration is not None:
-            where.add("s.duration_ns >= ?", round(min_duration * 1e9))
+            where.add(f"{self._lasted()} >= ?", round(min_duration * 1e9))
         self._time_range(where, _SPAN_START, since, until, raw="s.start_ts")
         if slowest is None:
             return self._spans(where, f"{_SPAN_START}, s.span_id", limit)
-        return self._spans(where, "s.duration_ns DESC NULLS LAST, s.span_id",
-                           slowest if limit is None else min(slowest, limit))
+        return self._spans(where, f"s.outcome = 'open' DESC, {self._lasted()} DESC NULLS LAST, "
+                           "s.span_id", slowest if limit is None else min(slowest, limit))
+
+    def _lasted(self) -> str:
+        """SQL: a span's duration, or for one still open, its time up to the end of its
+        node's recording."""
+        ends = " ".join(f"WHEN {node_id} THEN {int(ts)}"
+                        for node_id, ts in self._dims.last_ts.items() if ts is not None)
+        running = f"(CASE s.node_id {ends} END) - s.start_ts" if ends else "NULL"
+        return f"coalesce(s.duration_ns, {running})"
 
     @_reads
     def span(self, span_id: int) -> Span:
@@ -425,6 +443,8 @@ class Recording:
             arity=arity, depth=depth, parent_span_id=parent, start=dims.at(start_ts, node_id),
             end=dims.time(end_ts, node_id),
             duration=None if duration_ns is None else duration_ns / 1e9, outcome=outcome,
+            running_for=(max(0, dims.last_ts.get(node_id, start_ts) - start_ts) / 1e9
+                         if outcome == "open" else None),
             correlation_id=correlation_id, trigger_message_id=trigger,
             args_payload=payloads.get(span_id, b""),
             result_payload=payloads.get(end_seq) if end_seq is not None else None)
@@ -627,6 +647,10 @@ class Recording:
 
     # Analysis: thin entries to elixirscope.analysis (one module per query, documented
     # there). ----------------------------------------------------------------------------
+
+    def waits(self, pid: str | int | None = None, *, limit: int | None = 1000) -> list[Wait]:
+        """Calls to other processes made from traced code (``recording.waits``)."""
+        return _waits.waits(self, pid, limit=limit)
 
     @_reads
     def traceback(self, event: Event | int, max_links: int = 50) -> Traceback:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from elixirscope.elixir_format import inspect
+from elixirscope.elixir_format import format_call, inspect
 from elixirscope.errors import ETFDecodeError
 from elixirscope.etf import decode
+from elixirscope.recording.state_delta import StateChainError, parse_record
+from elixirscope.recording.state_diff import MISSING, delta_changes
 from elixirscope.tracing.events import KINDS, TRUNCATED
 
 
@@ -32,6 +34,30 @@ def payload_text(payload: bytes, node: str | None) -> str:
     except ETFDecodeError as exc:
         return f"#ElixirScope.Undecodable<{len(payload)} bytes: {exc}>"
     return inspect(value, limit=None, printable_limit=None, local_node=node)
+
+
+def state_record_text(payload: bytes, node: str | None) -> str:
+    """A state record as what it says about the state: whole, what changed (as
+    ``history`` prints it, the earlier values shown as ``?``), unchanged, or unknown."""
+    try:
+        record = parse_record(payload)
+        shown = {"key": "whole", "initial": "read at the start"}
+        if record.whole:
+            return (f"state #{record.number}, {shown[record.kind]}: "
+                    f"{inspect(record.value, limit=None, local_node=node)}")
+        if record.kind == "delta":
+            changes = delta_changes(MISSING, record.value)
+            return f"state #{record.number} changed: " + "; ".join(map(str, changes.changes))
+        if record.kind == "same":
+            return f"state #{record.number}: unchanged"
+        if record.kind == "terminate":
+            return f"state #{record.number}: terminate ({inspect(record.value)})"
+        if record.kind == "too_large":
+            return (f"state #{record.number}: too large to record ({record.value:,} bytes); "
+                    "unknown until the next whole state")
+        return f"state #{record.number}: unknown ({inspect(record.value)})"
+    except (ETFDecodeError, StateChainError, TypeError):
+        return payload_text(payload, node)
 
 
 def mfa_text(module: str | None, function: str | None, arity: int | None) -> str | None:
@@ -100,6 +126,8 @@ class Event:
 
     @cached_property
     def text(self) -> str:
+        if self.kind == "state":
+            return state_record_text(self.payload, self.node)
         return payload_text(self.payload, self.node)
 
     def as_dict(self) -> dict[str, Any]:
@@ -146,8 +174,9 @@ def _pid_text(pids: Mapping[int, tuple[str, int]], pid_id: int) -> str:
 @dataclass(frozen=True)
 class Span:
     """One traced call, from its call event to its return, exception or the end of
-    its process. ``outcome`` is return, exception, exit or open (never ended in the
-    recording: ``end`` and ``duration`` are then ``None``)."""
+    its process. ``outcome`` is return, exception, exit or open (still running when the
+    recording stopped: ``end`` and ``duration`` are then ``None``, and ``running_for``
+    says how long it had been running by the recording's last event)."""
 
     span_id: int
     node: str
@@ -167,6 +196,12 @@ class Span:
     trigger_message_id: int | None
     args_payload: bytes = field(repr=False)
     result_payload: bytes | None = field(repr=False)
+    running_for: float | None = None  # open: seconds from its start to the recording's end
+
+    @property
+    def open(self) -> bool:
+        """Still running when the recording stopped (a call that hangs)."""
+        return self.outcome == "open"
 
     @property
     def mfa(self) -> str:
@@ -178,6 +213,16 @@ class Span:
         return payload_text(self.args_payload, self.node)
 
     @cached_property
+    def call(self) -> str:
+        """The call as it was written: ``Catalog.page(80)``."""
+        try:
+            args = payload_value(self.args_payload) if self.args_payload else []
+        except ETFDecodeError:
+            return f"{self.module}.{self.function}({self.args})"
+        return format_call(self.module, self.function, args, limit=None, printable_limit=None,
+                           local_node=self.node)
+
+    @cached_property
     def result(self) -> str | None:
         """The return value, ``{class, reason}`` of an exception, or the exit reason."""
         if self.result_payload is None:
@@ -185,7 +230,8 @@ class Span:
         return payload_text(self.result_payload, self.node)
 
     def as_dict(self) -> dict[str, Any]:
-        return _as_dict(self, {"mfa": self.mfa, "args": self.args, "result": self.result})
+        return _as_dict(self, {"mfa": self.mfa, "call": self.call, "args": self.args,
+                               "result": self.result}) | {"open": self.open}
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ class Change:
 
     @property
     def path_text(self) -> str:
-        return inspect(list(self.path))
+        # Each key on its own: a path of small integers is not a charlist.
+        return "[" + ", ".join(inspect(key) for key in self.path) + "]"
 
     def __str__(self) -> str:
         if self.kind == "added":
