@@ -109,3 +109,24 @@ def test_what_was_in_flight_when_tracing_started(scope: elixirscope.Scope,
         value = mailbox[0].value
         assert value[Atom("message_queue_len")] == 5
         assert value[Atom("current_function")] == (Atom("timer"), Atom("sleep"), 1)
+
+
+def test_rerun_refuses_a_local_function_before_running_anything(
+        beam: BeamNode, scope: elixirscope.Scope, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_support import run
+
+    path = tmp_path / "local.duckdb"
+    scope.trace("es_traced", "full", only=["add", "helper"])
+    with scope.record(path):
+        scope.node.rpc("es_traced", "add", [4, 5])
+    with elixirscope.open_recording(path) as rec:
+        helper = next(s for s in rec.spans() if s.function == "helper")
+        assert helper.call == ":es_traced.helper(4)"
+        with pytest.raises(elixirscope.QueryError, match=r"not exported .* nothing was run"):
+            rec.rerun(helper, scope.node)
+        add = next(s for s in rec.spans() if s.function == "add")
+        assert rec.rerun(add, scope.node).status == "equal"
+    code, _, err = run(capsys, "rerun", str(path), str(helper.span_id), beam.name,
+                       "--cookie", beam.cookie, "--yes-run-it")
+    assert code == 1 and "not exported" in err and "Traceback" not in err

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from elixirscope.recording.query import Recording
 
 MAX_DIFFERENCES = 20
+# Arguments the agent left out of a recorded call (see elixir_format.MARKERS).
+ELIDED = (Atom("$state"), Atom("$elided"), Atom("$not_recorded"))
 
 
 def rerun(rec: Recording, span: Span | int, node: Node, *,
@@ -44,8 +46,22 @@ def rerun(rec: Recording, span: Span | int, node: Node, *,
     if not isinstance(args, list) or len(args) != found.arity:
         raise query.QueryError(f"span {found.span_id} did not record its arguments "
                                "(trace the function with arguments to re-run it)")
+    if any(marker in args for marker in ELIDED):
+        raise query.QueryError(f"span {found.span_id} ({found.mfa}) did not record all its "
+                               "arguments (a process state, or one too large to ship), so "
+                               "the call cannot be repeated")
     recorded = decode(found.result_payload)
     module, function = module_atom(found.module), function_atom(found.function)
+    exported = node.rpc("erlang", "function_exported", [module, function, found.arity],
+                        timeout=timeout)
+    if exported is not True:
+        node.rpc("code", "ensure_loaded", [module], timeout=timeout)
+        exported = node.rpc("erlang", "function_exported", [module, function, found.arity],
+                            timeout=timeout)
+    if exported is not True:
+        raise query.QueryError(f"{found.mfa} is not exported on {node.name} (a local "
+                               "function, or a module not loaded there): it cannot be "
+                               "called from outside, so nothing was run")
     try:
         result = node.rpc(module, function, args, timeout=timeout)
     except RemoteError as exc:
