@@ -12,7 +12,6 @@ from elixirscope.cli import output
 from elixirscope.cli.options import json_option
 from elixirscope.cli.recording_commands import _process
 from elixirscope.recording.query import open_recording
-from elixirscope.recording.waits import waits as recorded_waits
 
 
 @click.command()
@@ -28,7 +27,7 @@ def waits(recording: Path, pid: str | None, limit: int, as_json: bool) -> None:
     callee exited, or waiting when the recording stopped). Recorded at the detailed
     and full levels."""
     with open_recording(recording) as rec:
-        found = recorded_waits(rec, (_process(pid) or pid) if pid else None, limit=limit)
+        found = rec.waits((_process(pid) or pid) if pid else None, limit=limit)
     if as_json:
         output.json_rows(found)
         return
