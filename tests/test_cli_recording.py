@@ -157,3 +157,14 @@ def test_as_a_real_process(rec: str, tmp_path: Path) -> None:
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.strip() == (f"error: {foreign} is not a recording (not a DuckDB "
                                      "database file)")
+
+
+def test_flow_lists_a_process_messages(capsys: pytest.CaptureFixture[str], rec: str) -> None:
+    rows = json_rows(capsys, "flow", rec, "Bank.Auditor")
+    assert [(r["sender"], r["receiver_name"], r["text"]) for r in rows] == [
+        ("#PID<0.101.0>", "Bank.Auditor", '{:audit, "deposit of 12345\\nok"}')]
+    both = json_rows(capsys, "flow", rec, "#PID<0.100.0>", "#PID<0.101.0>")
+    assert len(both) == 2 and {r["sender"] for r in both} == {"#PID<0.100.0>",
+                                                               "#PID<0.101.0>"}
+    code, out, _ = run(capsys, "flow", rec, "Bank.Auditor")
+    assert code == 0 and "queued" in out.splitlines()[1] and "{:audit," in out

@@ -179,6 +179,38 @@ def _duration(value: float | None) -> str:
     return f"{value:.3f} s"
 
 
+@click.command()
+@click.argument("recording", metavar="REC", type=click.Path(path_type=Path))
+@click.argument("a", metavar="PID")
+@click.argument("b", metavar="[OTHER]", required=False)
+@click.option("--since", callback=_time, default=None, metavar="T", help="From this time.")
+@click.option("--until", callback=_time, default=None, metavar="T", help="Up to this time.")
+@click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="At most this many messages (0: all).")
+@json_option("One JSON object per message; times are null where that end was not "
+             "recorded (sent before the recording, never received, not traced).")
+def flow(recording: Path, a: str, b: str | None, since: str | None, until: str | None,
+         limit: int, as_json: bool) -> None:
+    """The messages of process PID in recording REC (between PID and OTHER, both ways,
+    when OTHER is given): who sent what to whom, when it arrived, when a handler began
+    on it and how long it waited in the mailbox."""
+    with open_recording(recording) as rec:
+        found = rec.message_flow(_process(a) or a, (_process(b) or b) if b else None,
+                                 since=since, until=until, limit=limit or None)
+    if as_json:
+        output.json_rows(found)
+        return
+
+    def at(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    rows = [[at(m.sent), at(m.received), _duration(m.queue_time) if m.queue_time is not None
+             else "", _who(m.sender or "?", m.sender_name), _who(m.receiver or "?",
+             m.receiver_name) + (" (dead)" if m.to_dead else ""), m.text] for m in found]
+    _print_table(f"{recording}: {len(found)} messages", ["sent (s)", "received (s)",
+                 "queued", "from", "to", "message"], rows, right=3, cut=1)
+
+
 def register(group: click.Group) -> None:
-    for command in (query, spans):
+    for command in (query, spans, flow):
         group.add_command(command)
