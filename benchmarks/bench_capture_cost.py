@@ -119,7 +119,10 @@ def main(argv: Sequence[str] = ()) -> None:
     rounds = 3
     with start_bare("erl", name_prefix="bench_capture") as beam, \
             elixirscope.attach(beam.name, beam.cookie, max_events=float("inf"),
-                               max_events_per_second=float("inf")) as scope, \
+                               max_events_per_second=float("inf"),
+                               # The baseline ships 2 MB states whole: let it.
+                               max_relay_memory_mb=float("inf"),
+                               max_queue_len=float("inf")) as scope, \
             tempfile.TemporaryDirectory(prefix="es-bench-capture-") as folder:
         load_module(scope.node, WORKLOAD)
         call_cost(scope, Path(folder), QUICK_CALLS if args.quick else CALLS, rounds)
