@@ -38,8 +38,8 @@ def test_traceback_crosses_processes(capsys: pytest.CaptureFixture[str], bank: s
         [":ets.insert/2", "Bank.Auditor.record/1", "Bank.Auditor.handle_cast/2"],
         ["Bank.Account.apply/2", "Bank.Account.handle_call/3"],
         ["Bank.Client.deposit/2"]]
-    assert doc["origin"] == ("Bank.Client.deposit/2 on #PID<0.100.0>, with no message "
-                             "received before it")
+    assert doc["origin"] == ("Bank.Client.deposit(#PID<0.101.0>, 12345) on #PID<0.100.0>, "
+                             "with no message received before it")
     code, out, _ = run(capsys, "traceback", bank, "20")
     assert code == 0
     lines = out.splitlines()
@@ -48,7 +48,7 @@ def test_traceback_crosses_processes(capsys: pytest.CaptureFixture[str], bank: s
                                "(span 19, 0.032 s, 1.000 ms)")
     assert lines[4] == '  started by message {:audit, "deposit of 12345\\nok"}'
     assert lines[5].startswith("sent 10 (send) at 0.015 s on #PID<0.101.0>")
-    assert lines[-1].startswith("origin: Bank.Client.deposit/2")
+    assert lines[-1].startswith("origin: Bank.Client.deposit(#PID<0.101.0>, 12345)")
     assert "there is no event 999" in error_line(run(capsys, "traceback", bank, "999"))
 
 

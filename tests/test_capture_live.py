@@ -196,6 +196,10 @@ def test_calls_to_other_processes_are_recorded_as_waits(
         (elixirscope.inspect(asker), elixirscope.inspect(slow), "{:set, 2}", "timed out")]
     assert found[0].detail == "{:ok, {1, 3}}"
     assert all(w.caller is not None and w.caller.function == "handle_call" for w in found)
+    # Messages were not traced here: the traceback says that, and how to record them.
+    with elixirscope.open_recording(path) as rec:
+        origin = rec.traceback(found[0].caller.span_id if found[0].caller else 0).origin
+    assert "its messages were not recorded" in origin and "--include messages" in origin
     assert found[1].duration is not None and found[1].duration >= 0.1
     rows = json_rows(capsys, "waits", str(path), "--pid", elixirscope.inspect(asker))
     assert [(r["callee"], r["outcome"], r["in"]) for r in rows] == [
@@ -229,6 +233,9 @@ def test_callbacks_of_a_backlog_are_not_given_later_messages(scope: elixirscope.
         assert triggers[:3] == [None, None, None] and triggers[3] is not None
         received = rec.events(pid=text, kind="receive")
         assert triggers[3] in [e.message_id for e in received if "$gen_cast" in e.text]
+        # The traceback says so, rather than that nothing was received before it.
+        origin = rec.traceback(casts[0].span_id).origin
+        assert "serving a message queued before the recording" in origin, origin
 
 
 def test_a_call_still_running_at_the_end_comes_first_among_the_slowest(

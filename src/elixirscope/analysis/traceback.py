@@ -68,7 +68,14 @@ def _trigger(rec: Recording, event: Event,
         outer = stack[-1]
         if outer.trigger_message_id is not None:
             return rec._message(outer.trigger_message_id), ""
-        return None, f"{outer.mfa} on {who}, with no message received before it"
+        if not rec.messages_recorded(event.pid_id):
+            return None, (f"{outer.call} on {who}; its messages were not recorded (record "
+                          f"with --trace-process {event.pid} --include messages to see what "
+                          "started it)")
+        if outer.function in CALLBACKS:
+            return None, (f"{outer.call} on {who}, serving a message queued before the "
+                          "recording (its request is in the arguments)")
+        return None, f"{outer.call} on {who}, with no message received before it"
     if event.kind == "receive" and event.message_id is not None:
         return rec._message(event.message_id), ""
     step = rec._before(event)
@@ -76,7 +83,14 @@ def _trigger(rec: Recording, event: Event,
         return rec._message(step.event.message_id), ""
     if step is not None:
         return None, f"{who}, {step.relation}"
+    if not rec.messages_recorded(event.pid_id):
+        return None, (f"{who}, outside any traced call; its messages were not recorded "
+                      f"(record with --trace-process {event.pid} --include messages)")
     return None, f"{who}, outside any traced call, with no message received before"
+
+
+# Behaviour callbacks that serve one message each (see correlate's handlers).
+CALLBACKS = ("handle_call", "handle_cast", "handle_info")
 
 
 def _who(rec: Recording, pid_id: int) -> str:

@@ -213,10 +213,14 @@ def step(recording: Path, event_id: int, by: str, back: bool, count: int,
             if found is None:
                 break
             walked.append(found)
+        unrecorded = by == "message" and not rec.messages_recorded(walked[-1].pid_id)
     if as_json:
         output.json_rows(walked)
         return
-    ended = "" if len(walked) > count else "; the recording has no step further"
+    ended = "" if len(walked) > count else (
+        f"; the messages of {walked[-1].pid} were not recorded (record with --trace-process "
+        f"{walked[-1].pid} --include messages)" if unrecorded
+        else "; the recording has no step further")
     way = "back " if back else ""
     steps = len(walked) - 1
     _print_events(walked, f"{recording}: from event {event_id}, {steps} "

@@ -648,6 +648,14 @@ class Recording:
     # Analysis: thin entries to elixirscope.analysis (one module per query, documented
     # there). ----------------------------------------------------------------------------
 
+    @_reads
+    def messages_recorded(self, pid_id: int) -> bool:
+        """Whether the recording holds any message the process sent or received: when
+        not, its messages were not traced (an absence there says nothing)."""
+        return self.con.execute(
+            "SELECT 1 FROM events WHERE pid_id = ? AND kind IN (4, 5, 6) LIMIT 1",
+            [pid_id]).fetchone() is not None
+
     def waits(self, pid: str | int | None = None, *, limit: int | None = 1000) -> list[Wait]:
         """Calls to other processes made from traced code (``recording.waits``)."""
         return _waits.waits(self, pid, limit=limit)
