@@ -53,7 +53,7 @@
     stacks = #{},
     buf = [], payloads = [], buf_n = 0, buf_bytes = 0, buf_refs = #{},
     seq = 0,
-    received = 0, kept = 0, dropped = 0, sampled_out = 0, truncated = 0,
+    received = 0, kept = 0, dropped = 0, sampled_out = 0, truncated = 0, discarded = 0,
     window_start = 0, window_kept = 0, window_rate = 0,
     adaptive = 1.0,
     started_at = 0,
@@ -314,9 +314,10 @@ serve_waiting_request(St) ->
 %% ---------------------------------------------------------------------------------
 %% Trace messages -> records
 
-%% After a trip the trace messages still queued are discarded, and counted as dropped.
+%% After a trip the trace messages still queued are discarded, and counted apart from
+%% the dropped ones (events kept but not delivered).
 on_trace(_Msg, St = #st{tripped = Tripped}) when Tripped =/= false ->
-    St#st{received = St#st.received + 1, dropped = St#st.dropped + 1};
+    St#st{received = St#st.received + 1, discarded = St#st.discarded + 1};
 on_trace(Msg, St0) ->
     St = St0#st{received = St0#st.received + 1},
     case classify(Msg) of
@@ -1547,6 +1548,7 @@ notify_stop(St = #st{stop_notice = Notice}) ->
 counters(St) ->
     #{received => St#st.received, kept => St#st.kept, dropped => St#st.dropped,
       sampled_out => St#st.sampled_out, truncated => St#st.truncated,
+      discarded => St#st.discarded,
       adaptive_rate => St#st.adaptive, rate => St#st.window_rate, batches => St#st.seq}.
 
 %% ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from elixirscope.cli.ui_command import (
 )
 from elixirscope.dist.node import connect
 from elixirscope.errors import ElixirScopeError
+from elixirscope.etf import Atom
 from elixirscope.recording.correlate import PHASES
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
@@ -166,8 +167,14 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         stats = record_for(scope, target, duration, overflow=overflow, capacity=capacity,
                            live=not as_json, ui=live, before=start_traces)
         notes = nothing_seen(scope)
+        counters = scope.status()[Atom("counters")]
+        discarded = int(counters.get(Atom("discarded"), 0))
+        if discarded:
+            notes.append(f"{discarded:,} trace messages that were waiting in the agent when "
+                         "the tracing stopped were discarded")
     if as_json:
-        output.json_line(stats_dict(stats) | {"path": str(target), "notes": notes})
+        output.json_line(stats_dict(stats) | {"path": str(target), "notes": notes,
+                                               "agent_discarded": discarded})
     else:
         for note in notes:
             output.err.print(f"note: {note}")

@@ -307,21 +307,21 @@ class AsyncScope:
         request = (Atom("trace"), ref, {Atom(key): value for key, value in
                                         {**spec, "deadline_ms": deadline_ms}.items()})
         try:
-            reply = await self._request(request, timeout=self.setup_timeout + 5)
+            reply = await self._request(request, timeout=self.setup_timeout + 10)
             unanswered = reply == (ERROR, Atom("timeout"))  # the relay never answered
         except ElixirScopeError:
             unanswered = True
         if unanswered:
             await self.abort()
             raise TraceError(f"the agent on {self.node.name} did not answer the start of "
-                             f"the trace in {self.setup_timeout + 5:g} s; the session was "
+                             f"the trace in {self.setup_timeout + 10:g} s; the session was "
                              "ended and everything it had set on the node removed")
         if reply != OK:
             raise _trace_error(reply, self.node.name)
         return ref
 
     async def _request(self, request: Any, timeout: float = 30.0) -> Any:
-        agent_ms = round(max(1.0, timeout - 3) * 1000)
+        agent_ms = round(max(1.0, timeout - 1) * 1000)
         return await self.node.rpc(self.module, "request", [self.relay, request, agent_ms],
                                    timeout=timeout)
 
