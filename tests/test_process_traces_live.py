@@ -130,3 +130,22 @@ def test_rerun_refuses_a_local_function_before_running_anything(
     code, _, err = run(capsys, "rerun", str(path), str(helper.span_id), beam.name,
                        "--cookie", beam.cookie, "--yes-run-it")
     assert code == 1 and "not exported" in err and "Traceback" not in err
+
+
+def test_find_finds_text_inside_erlang_strings(scope: elixirscope.Scope,
+                                               tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_support import json_rows
+
+    path = tmp_path / "strings.duckdb"
+    url = [ord(c) for c in "/report.yaws?user=187&slow=1"]
+    scope.trace_function("string", "uppercase", 1, level="detailed")
+    with scope.record(path):
+        scope.node.rpc("string", "uppercase", [url])
+        scope.node.rpc("string", "uppercase", [[ord(c) for c in "boom"]])
+    with elixirscope.open_recording(path) as rec:
+        assert [e.kind for e in rec.find("slow=1")] == ["call"]
+        assert [e.kind for e in rec.find("SLOW=1")] == ["return"]
+        assert [e.kind for e in rec.find(b"boom")] == ["call"]
+    rows = json_rows(capsys, "find", str(path), '"boom"')
+    assert [row["kind"] for row in rows] == ["call"]

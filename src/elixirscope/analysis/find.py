@@ -96,14 +96,26 @@ def recorded_pid(rec: Recording, spec: str | int) -> Pid:
 
 def contains(value: Any) -> Predicate:
     """A test of one subterm: equal to ``value`` (type for type), or for a ``str`` or
-    ``bytes`` value a binary (or, for ``str``, an atom) that contains it."""
+    ``bytes`` value a binary, an Erlang string (a charlist) or, for ``str``, an atom
+    that contains it."""
     if type(value) is str:
         data = value.encode("utf-8")
         return lambda sub: ((type(sub) is bytes and data in sub)
-                            or (type(sub) is Atom and value in sub))
+                            or (type(sub) is Atom and value in sub)
+                            or value in _charlist_text(sub))
     if type(value) is bytes:
-        return lambda sub: type(sub) is bytes and value in sub
+        text = value.decode("utf-8", errors="surrogateescape")
+        return lambda sub: (type(sub) is bytes and value in sub) or text in _charlist_text(sub)
     return lambda sub: same(sub, value)
+
+
+def _charlist_text(term: Any) -> str:
+    """The text of a non-empty list of character codes, else ``""`` (never a match)."""
+    if type(term) is not list or not term:
+        return ""
+    if not all(type(c) is int and 0 <= c <= 0x10FFFF for c in term):
+        return ""
+    return "".join(map(chr, term))
 
 
 def same(a: Any, b: Any) -> bool:
