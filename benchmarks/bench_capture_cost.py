@@ -29,6 +29,9 @@ from elixirscope.sample_nodes import start_bare
 
 WORKLOAD = Path(__file__).with_name("es_capture_workload.erl")
 MODULE = "es_capture_workload"
+# The cost per call: the gen_server of the state benchmark, a map of Keys 40-byte entries.
+CALL_WORKLOAD = Path(__file__).with_name("es_state_workload.erl")
+CALL_MODULE = "es_state_workload"
 CALLS, QUICK_CALLS = 5_000, 1_000
 CASTS, QUICK_CASTS = 100_000, 30_000
 CAST_RATE = 20_000
@@ -38,15 +41,15 @@ WHOLE = [(Atom("_"), [], [(Atom("exception_trace"),)])]
 
 def call_cost(scope: elixirscope.Scope, folder: Path, calls: int, rounds: int) -> None:
     node = scope.node
-    servers = {"1 k entries": node.rpc(MODULE, "start_map", [1_000])[1],
-               "30 k entries": node.rpc(MODULE, "start_map", [30_000])[1]}
+    servers = {"1 k entries": node.rpc(CALL_MODULE, "start", [1_000])[1],
+               "30 k entries": node.rpc(CALL_MODULE, "start", [30_000])[1]}
     sizes = {label: node.rpc("erlang", "external_size", [node.rpc("sys", "get_state", [pid])])
              for label, pid in servers.items()}
     modes: dict[str, Callable[[], int] | None] = {
         "untraced": None,
-        "default level (detailed)": lambda: scope.trace(MODULE, "detailed", force=True),
+        "default level (detailed)": lambda: scope.trace(CALL_MODULE, "detailed", force=True),
         "whole arguments and results (before)": lambda: scope.trace_function(
-            MODULE, "handle_call", 3, match=WHOLE, force=True),
+            CALL_MODULE, "handle_call", 3, match=WHOLE, force=True),
     }
     micros: dict[tuple[str, str], list[float]] = {}
     for round_ in range(rounds):
@@ -55,14 +58,14 @@ def call_cost(scope: elixirscope.Scope, folder: Path, calls: int, rounds: int) -
             recorder = scope.record(folder / f"calls-{round_}-{len(mode)}.duckdb") \
                 if ref is not None else None
             for label, pid in servers.items():
-                spent = node.rpc(MODULE, "calls", [pid, calls], timeout=900)
+                spent = node.rpc(CALL_MODULE, "run", [pid, calls], timeout=900)
                 micros.setdefault((mode, label), []).append(spent / calls)
             if recorder is not None:
                 recorder.stop()
             if ref is not None:
                 scope.stop_trace(ref)
     for pid in servers.values():
-        node.rpc(MODULE, "stop", [pid])
+        node.rpc(CALL_MODULE, "stop", [pid])
 
     def med(mode: str, label: str) -> float:
         return statistics.median(micros[(mode, label)])
@@ -125,6 +128,7 @@ def main(argv: Sequence[str] = ()) -> None:
                                max_queue_len=float("inf")) as scope, \
             tempfile.TemporaryDirectory(prefix="es-bench-capture-") as folder:
         load_module(scope.node, WORKLOAD)
+        load_module(scope.node, CALL_WORKLOAD)
         call_cost(scope, Path(folder), QUICK_CALLS if args.quick else CALLS, rounds)
         throughput(scope, Path(folder), QUICK_CASTS if args.quick else CASTS, rounds)
 

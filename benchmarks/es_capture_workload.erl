@@ -1,12 +1,12 @@
 %% Callback processes whose arguments carry a large state, for the capture-cost
-%% benchmark: what tracing one call costs must not grow with the state.
-%%   map server   a gen_server whose state is a map of Keys entries; a call changes one.
+%% benchmark's throughput shapes (its cost per call uses es_state_workload):
+%%   map server   a gen_server whose state is a map of Keys entries; a cast changes one.
 %%   queue server a gen_server holding a queue of Held messages, taking one in and
 %%                handing one out per cast, as a broker's queue process does; its
 %%                helper functions are handed the whole state, as real code does.
 -module(es_capture_workload).
 -behaviour(gen_server).
--export([start_map/1, start_queue/1, stop/1, calls/2, casts/3,
+-export([start_map/1, start_queue/1, stop/1, casts/3,
          init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 start_map(Keys) ->
@@ -17,16 +17,6 @@ start_queue(Held) ->
 
 stop(Pid) ->
     gen_server:stop(Pid).
-
-%% N calls from one client; microseconds taken.
-calls(Pid, N) ->
-    {Micros, ok} = timer:tc(fun() -> call_loop(Pid, N) end),
-    Micros.
-
-call_loop(_, 0) -> ok;
-call_loop(Pid, N) ->
-    {ok, _} = gen_server:call(Pid, {set, N}),
-    call_loop(Pid, N - 1).
 
 %% N casts offered at Rate per second (in bursts every millisecond); microseconds
 %% until the server has handled the last one.
@@ -54,9 +44,6 @@ init({queue, Held}) ->
                     queue:new(), lists:seq(1, Held)),
     {ok, {queue, Q, 0}}.
 
-handle_call({set, N}, _From, {map, Map}) ->
-    Key = N rem map_size(Map) + 1,
-    {reply, {ok, Key}, {map, Map#{Key := {entry, N, <<N:320>>}}}};
 handle_call(sync, _From, State) ->
     {reply, ok, State}.
 
