@@ -60,8 +60,8 @@ def test_stats_table_and_json(capsys: pytest.CaptureFixture[str], repeats: str) 
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == f"{repeats}: 2 functions by own"
-    assert lines[1].split() == ["calls", "acc", "own", "mean", "p50", "p95", "p99", "max",
-                                "function"]
+    assert lines[1].split() == ["calls", "open", "acc", "own", "mean", "p50", "p95", "p99",
+                                "max", "function"]
     assert lines[2].split()[-1] == "Shop.lookup/1"
     assert "sort" in error_line(run(capsys, "stats", repeats, "--sort", "x"), code=2)
     assert "Nope does not appear" in error_line(run(capsys, "stats", repeats, "--module",

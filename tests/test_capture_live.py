@@ -260,3 +260,6 @@ def test_a_call_still_running_at_the_end_comes_first_among_the_slowest(
     assert (rows[0]["duration"], rows[0]["open"]) == (None, True)
     code, out, _ = run(capsys, "spans", str(path), "--slowest", "3")
     assert code == 0 and "still running" in out
+    # stats shows the hanging call as running, not as "0 calls".
+    code, out, _ = run(capsys, "stats", str(path), "--function", "handle_cast")
+    assert code == 0 and "1 running" in out

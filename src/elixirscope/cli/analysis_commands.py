@@ -115,12 +115,15 @@ def stats(recording: Path, module: str | None, function: str | None, pid: str | 
     if as_json:
         output.json_rows(found)
         return
-    rows = [[str(row.count), _duration(row.acc_time), _duration(row.own_time),
-             _duration(row.mean), _duration(row.p50), _duration(row.p95),
-             _duration(row.p99), _duration(row.max), row.mfa] for row in found]
+    # Calls that never returned in the recording are counted apart, as still running:
+    # a function whose only call hangs is "0 + 1 running", not "0 calls".
+    rows = [[str(row.count), f"{row.open} running" if row.open else "",
+             _duration(row.acc_time), _duration(row.own_time), _duration(row.mean),
+             _duration(row.p50), _duration(row.p95), _duration(row.p99), _duration(row.max),
+             row.mfa] for row in found]
     _print_table(f"{recording}: {len(found)} functions by {sort}",
-                 ["calls", "acc", "own", "mean", "p50", "p95", "p99", "max", "function"],
-                 rows, right=8, cut=1)
+                 ["calls", "open", "acc", "own", "mean", "p50", "p95", "p99", "max",
+                  "function"], rows, right=9, cut=1)
 
 
 @click.command()
