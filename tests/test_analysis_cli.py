@@ -63,6 +63,10 @@ def test_stats_table_and_json(capsys: pytest.CaptureFixture[str], repeats: str) 
     assert lines[1].split() == ["calls", "open", "acc", "own", "mean", "p50", "p95", "p99",
                                 "max", "function"]
     assert lines[2].split()[-1] == "Shop.lookup/1"
+    code, out, _ = run(capsys, "stats", repeats, "--by", "process", "--module", "Shop",
+                       "--function", "lookup")
+    assert code == 0 and "Shop.lookup/1 on #PID<0.100.0>" in out
+    assert "Shop.lookup/1 on #PID<0.101.0>" in out
     assert "sort" in error_line(run(capsys, "stats", repeats, "--sort", "x"), code=2)
     assert "Nope does not appear" in error_line(run(capsys, "stats", repeats, "--module",
                                                     "Nope"))

@@ -116,6 +116,22 @@ def test_call_stats_counts_a_recursion_once(rec: Recording) -> None:
     assert [(s.mfa, s.count) for s in by_count] == [("Shop.lookup/1", 5), ("Repo.db/1", 5)]
 
 
+def test_call_stats_by_process_splits_each_function(rec: Recording) -> None:
+    whole = {s.mfa: s for s in rec.call_stats()}
+    split = rec.call_stats(by="process", limit=None)
+    assert all(s.pid is not None for s in split) and len(split) >= len(whole)
+    for mfa, total in whole.items():
+        parts = [s for s in split if s.mfa == mfa]
+        assert sum(s.count for s in parts) == total.count
+        assert sum(s.own_time for s in parts) == pytest.approx(total.own_time)
+        assert sum(s.acc_time for s in parts) == pytest.approx(total.acc_time)
+    # lookup/1 runs in two processes: one row each.
+    assert [(s.pid, s.count) for s in split if s.mfa == "Shop.lookup/1"] == [
+        ("#PID<0.100.0>", 4), ("#PID<0.101.0>", 1)]
+    with pytest.raises(QueryError, match="by is function or process"):
+        rec.call_stats(by="name")
+
+
 def test_find_matches_terms_exactly_and_across_atom_encodings(rec: Recording) -> None:
     sent = rec.find((Atom("ok"), 300))
     assert [(e.kind, e.pid) for e in sent] == [("send", "#PID<0.102.0>")]

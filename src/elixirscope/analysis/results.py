@@ -30,6 +30,8 @@ class FunctionStats:
     p95: float
     p99: float
     max: float
+    pid: str | None = None  # with by="process": the process these calls ran in
+    pid_name: str | None = None
 
     @property
     def mfa(self) -> str:
@@ -38,7 +40,7 @@ class FunctionStats:
     def as_dict(self) -> dict[str, Any]:
         return {"mfa": self.mfa, **{key: getattr(self, key) for key in (
             "module", "function", "arity", "count", "open", "acc_time", "own_time", "min",
-            "mean", "p50", "p95", "p99", "max")}}
+            "mean", "p50", "p95", "p99", "max", "pid", "pid_name")}}
 
 
 @dataclass(frozen=True)

@@ -102,16 +102,19 @@ def range_(recording: Path, span_id: int, max_depth: int | None, messages: bool,
 @_selection
 @click.option("--sort", type=click.Choice(list(SORTS)), default="acc", show_default=True,
               help="Largest first by this: accumulated or own time, calls, a duration.")
+@click.option("--by", type=click.Choice(["function", "process"]), default="function",
+              show_default=True, help="One row per function, or per function and process.")
 @_limit_option(30)
-@json_option("One JSON object per function.")
+@json_option("One JSON object per function (and process, with --by process).")
 def stats(recording: Path, module: str | None, function: str | None, pid: str | None,
-          since: str | None, until: str | None, sort: str, limit: int,
+          since: str | None, until: str | None, sort: str, by: str, limit: int,
           as_json: bool) -> None:
     """Per traced function of REC: calls, accumulated time, own time (not in traced
-    callees) and duration percentiles."""
+    callees) and duration percentiles; with --by process, for each process apart."""
     with open_recording(recording) as rec:
         found = rec.call_stats(module=module, function=function, pid=_process(pid),
-                               since=since, until=until, sort=sort, limit=limit or None)
+                               since=since, until=until, sort=sort, limit=limit or None,
+                               by=by)
     if as_json:
         output.json_rows(found)
         return
@@ -120,7 +123,8 @@ def stats(recording: Path, module: str | None, function: str | None, pid: str | 
     rows = [[str(row.count), f"{row.open} running" if row.open else "",
              _duration(row.acc_time), _duration(row.own_time), _duration(row.mean),
              _duration(row.p50), _duration(row.p95), _duration(row.p99), _duration(row.max),
-             row.mfa] for row in found]
+             row.mfa if row.pid is None else f"{row.mfa} on {_who(row.pid, row.pid_name)}"]
+            for row in found]
     _print_table(f"{recording}: {len(found)} functions by {sort}",
                  ["calls", "open", "acc", "own", "mean", "p50", "p95", "p99", "max",
                   "function"], rows, right=9, cut=1)

@@ -678,9 +678,11 @@ class Recording:
     def call_stats(self, module: str | None = None, function: str | None = None,
                    pid: str | int | None = None, since: TimeSpec | None = None,
                    until: TimeSpec | None = None, sort: str = "acc",
-                   limit: int | None = None) -> list[FunctionStats]:
-        """Per function: count, accumulated and own time, duration percentiles."""
-        return _call_stats.call_stats(self, module, function, pid, since, until, sort, limit)
+                   limit: int | None = None, by: str = "function") -> list[FunctionStats]:
+        """Per function (``by="process"``: per function and process): count,
+        accumulated and own time, duration percentiles."""
+        return _call_stats.call_stats(self, module, function, pid, since, until, sort, limit,
+                                      by)
 
     @_reads
     def repeated_call_trees(self, min_count: int = 2, min_size: int = 1,
