@@ -12,27 +12,40 @@
 %%            batch is dropped and counted, the traced system never waits.
 %%   watcher  holds a copy of what the relay set (patterns and flags). When the
 %%            relay ends, for whatever reason (owner gone, network gone, killed by
-%%            its heap limit), the watcher removes all of it and unloads this module.
+%%            its heap limit), or the owner goes away while the relay is busy, the
+%%            watcher removes all of it and unloads this module.
 %%
 %% Safety trade-offs, where they are decided:
+%%   * What a traced call ships is decided before the VM copies it: calls are traced
+%%     with the arity flag, and each pattern's {message, ...} body names what goes
+%%     (see clause_ms/3). A behaviour callback's state argument never goes; an
+%%     argument or value that turns out large stops going (elide_large_args/5,
+%%     time_only_if_large/6); under overload, hot functions inside traced calls
+%%     leave the trace (shed_hottest/1). Per-call cost then does not grow with the
+%%     size of the process state.
 %%   * Limits are checked every 100 ms and every 256 trace messages, whichever comes
 %%     first, so a count limit may be passed by up to 255 events.
 %%   * Limits are counted in the relay, on events it keeps (after sampling). A flood
-%%     the relay cannot keep up with shows as a growing mailbox, so max_queue_len
-%%     and the relay's max_heap_size are the limits that stop it. Adaptive sampling
-%%     lowers the kept share as the kept rate nears max_events_per_second, so the
-%%     rate breaker trips only when sampling has reached its floor.
-%%   * Call tracing of a process ("calls" in trace_process) needs patterns on every
-%%     exported function of the node (trace_pattern({'_','_','_'}, ...)); every call
-%%     in every process then passes a breakpoint check. It is removed with the trace.
+%%     the relay cannot keep up with shows as a growing mailbox; the watcher stops
+%%     the tracing at max_relay_memory_mb (the relay's memory counted whole, its
+%%     queue included) or max_queue_len, and the relay's max_heap_size (kill) is a
+%%     last resort above that. Adaptive sampling lowers the kept share as the kept
+%%     rate nears max_events_per_second, so the rate breaker trips only when
+%%     sampling has reached its floor.
+%%   * Call tracing of a process ("calls" or "state" in trace_process) needs a pattern
+%%     on every function of the node (trace_pattern({'_','_','_'}, ...)), guarded to
+%%     the process; every global call in every process then passes a breakpoint
+%%     check. BIFs, the behaviour loops and sys are left out. It is removed with the
+%%     trace.
 %%   * State capture keeps the last state it sent of each process, so the next one
 %%     goes as a structural delta. Those copies live in the relay's heap, bounded by
 %%     max_state_memory_mb (past it a process's states go as keyframes only) and by
-%%     max_relay_heap_mb; a state over max_state_bytes is reported, not sent.
-%%   * Payloads are encoded with term_to_binary in the relay and capped at
-%%     max_term_bytes; a bigger term keeps its outer shape (a map keeps its first
-%%     entries, a list its first elements, a binary its first bytes) and the record
-%%     is flagged as truncated with the original size.
+%%     the relay's memory bound; a state over max_state_bytes is reported, not sent,
+%%     and that process's callbacks stop shipping their values.
+%%   * Payloads are sized with erlang:external_size/1 (no encoding is built) and
+%%     capped at max_term_bytes; a bigger term keeps its outer shape (a map keeps its
+%%     first entries, a list its first elements, a binary its first bytes) and the
+%%     record is flagged as truncated with the original size.
 -module(elixirscope_agent).
 
 -export([start/2, request/2, request/3, capabilities/0, conflicts/1]).
