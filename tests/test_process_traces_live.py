@@ -149,3 +149,30 @@ def test_find_finds_text_inside_erlang_strings(scope: elixirscope.Scope,
         assert [e.kind for e in rec.find(b"boom")] == ["call"]
     rows = json_rows(capsys, "find", str(path), '"boom"')
     assert [row["kind"] for row in rows] == ["call"]
+
+
+def test_traceback_of_an_exit_leads_to_what_killed_the_process(scope: elixirscope.Scope,
+                                                               tmp_path: Path) -> None:
+    """A dies because B, linked to it, raised: the traceback of A's exit goes to B's
+    exit, then to the exception in B and the message that started it, not to the last
+    message A happened to receive."""
+    b, a = erl(scope.node, """
+        B = spawn(fun() -> receive go -> es_traced:fail(x) end end),
+        A = spawn(fun() -> receive {link, P} -> link(P) end, receive never -> ok end end),
+        {B, A}""")
+    path = tmp_path / "exits.duckdb"
+    scope.trace("es_traced", "detailed", only=["fail"])
+    scope.trace_process(a, include=("lifecycle", "messages"))
+    scope.trace_process(b, include=("lifecycle", "messages"))
+    with scope.record(path):
+        erl(scope.node, "A ! {link, B}, timer:sleep(100), B ! go, timer:sleep(200)", A=a, B=b)
+    with elixirscope.open_recording(path) as rec:
+        [a_exit] = rec.events(pid=elixirscope.inspect(a), kind="exit")
+        found = rec.traceback(a_exit)
+    assert [link.event.kind for link in found.links] == ["exit", "exit", "exception"]
+    assert found.links[0].cause is not None
+    assert found.links[0].cause.startswith(f"died because linked {elixirscope.inspect(b)} "
+                                           "exited with")
+    assert found.links[1].cause is not None
+    assert found.links[1].cause.startswith("exited after :es_traced.fail/1 raised")
+    assert found.links[2].message is not None and found.links[2].message.text == ":go"

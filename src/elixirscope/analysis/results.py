@@ -80,11 +80,13 @@ class TracebackLink:
     event: Event
     stack: tuple[Span, ...]
     message: Message | None
+    cause: str | None = None  # for an exit: what made the process exit, in words
 
     def as_dict(self) -> dict[str, Any]:
         return {"event": self.event.as_dict(),
                 "stack": [span.as_dict() for span in self.stack],
-                "message": None if self.message is None else self.message.as_dict()}
+                "message": None if self.message is None else self.message.as_dict(),
+                "cause": self.cause}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,13 @@ def traceback(rec: Recording, event: Event | int, max_links: int = 50) -> Traceb
     links: list[TracebackLink] = []
     seen = {current.seq}
     while True:
+        if current.kind == "exit" and len(links) < max_links:
+            cause, why = _exit_cause(rec, current)
+            if cause is not None and cause.seq not in seen:
+                links.append(TracebackLink(current, (), None, why))
+                seen.add(cause.seq)
+                current = cause
+                continue
         stack = _stack(rec, current)
         message, origin = _trigger(rec, current, stack)
         links.append(TracebackLink(current, stack, message))
@@ -45,6 +52,29 @@ def traceback(rec: Recording, event: Event | int, max_links: int = 50) -> Traceb
         seen.add(message.send_seq)
         current = rec.event(message.send_seq)
     return Traceback(tuple(links), origin)
+
+
+def _exit_cause(rec: Recording, exit_event: Event) -> tuple[Event | None, str]:
+    """Why a process exited: the exception raised in it last before its exit, or else
+    the exit, just before, of a process linked to it with the same reason (an exit
+    signal it did not trap). The last message it received says nothing of that."""
+    exception = rec.con.execute(
+        "SELECT seq FROM events WHERE pid_id = ? AND kind = 3 AND seq < ? "
+        "ORDER BY seq DESC LIMIT 1", [exit_event.pid_id, exit_event.seq]).fetchone()
+    if exception is not None:
+        raised = rec.event(exception[0])
+        where = f"{raised.mfa} " if raised.mfa else ""
+        return raised, f"exited after {where}raised {_short(raised.text)}"
+    linked = rec.con.execute(
+        "SELECT e.seq FROM events e JOIN links l ON l.other_pid_id = e.pid_id "
+        "WHERE l.pid_id = ? AND e.kind = 9 AND e.seq < ? AND e.payload = ? "
+        "ORDER BY e.seq DESC LIMIT 1",
+        [exit_event.pid_id, exit_event.seq, exit_event.payload]).fetchone()
+    if linked is None:
+        return None, ""
+    other = rec.event(linked[0])
+    return other, (f"died because linked {_who(rec, other.pid_id)} exited with "
+                   f"{_short(other.text)}")
 
 
 def _stack(rec: Recording, event: Event) -> tuple[Span, ...]:

@@ -272,9 +272,12 @@ def _print_traceback(found: Traceback) -> None:
     out = output.out
     for index, link in enumerate(found.links):
         event = link.event
-        what = "event" if index == 0 else "sent"
+        what = ("event" if index == 0 else "sent" if event.kind.startswith("send")
+                else "because of")
         out.print(Text(f"{what} {event.seq} ({event.kind}) at {event.time:.3f} s on "
                        f"{_who(event.pid, event.pid_name)}: {_cut(event.text)}"))
+        if link.cause:
+            out.print(Text(f"  {link.cause}"))
         for span in link.stack:
             out.print(Text(f"  in {_cut(span.call)} (span {span.span_id}, {_when(span)})"))
         if link.message is not None:
