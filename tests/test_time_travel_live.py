@@ -272,3 +272,15 @@ def test_history_and_state_commands(bank_session: Session, recording: Recording,
     assert code == 1 and err.strip() == f"error: there is no process named Bank.Nobody in {rec}"
     code, _, err = run(capsys, "state", rec, pid, "--field", "[:a,")
     assert code == 2 and "--field" in err
+
+
+def test_no_state_names_the_process_not_an_internal_id(recording: Recording) -> None:
+    """A process with no recorded state is named as the user knows it."""
+    from elixirscope.errors import QueryError
+
+    unrecorded = next(p for p in recording.processes()
+                      if not recording.events(pid=p.pid_id, kind="state", limit=1))
+    with pytest.raises(QueryError) as error:
+        recording.state_history(unrecorded.pid_id)
+    assert unrecorded.pid in str(error.value) and f"of {unrecorded.pid_id} " not in str(
+        error.value)

@@ -97,7 +97,11 @@ def test_opens_with_the_whole_recording(page: Any) -> None:
     assert page.inner_text("[data-testid=rec-name]") == "bank.duckdb"
     rows = page.locator("#process-rows tr")
     assert rows.count() > 10
-    assert "crashed" in page.inner_text("[data-testid=processes]")
+    processes = page.inner_text("[data-testid=processes]")
+    assert "crashed" in processes and "alive" not in processes
+    # The search box's examples come from this recording, not a fixed sample.
+    placeholder = page.get_attribute("[data-testid=search]", "placeholder") or ""
+    assert placeholder.startswith("Search: Bank.") and "kind:exit" in placeholder
     page.locator(".tabs button[data-tab=facts]").click()
     facts = page.inner_text("[data-testid=facts]")
     assert "OTP" in facts and "Bank.Account" in facts and "nothing was lost" in facts

@@ -223,8 +223,8 @@ class TimeTravel:
             f"SELECT pid_id, min(seq) AS first FROM events WHERE kind = ? "
             f"AND pid_id IN ({marks}) GROUP BY pid_id ORDER BY first", [_STATE, *ids]).fetchall()
         if not rows:
-            raise QueryError(f"no state of {spec} was recorded in {self.recording.path} "
-                             "(trace it with state capture on)")
+            raise QueryError(f"no state of {self._named(spec)} was recorded in "
+                             f"{self.recording.path} (trace it with state capture on)")
         return [pid_id for pid_id, _ in rows]
 
     def at(self, spec: str | int, t: TimeSpec) -> tuple[StateTimeline, int]:
@@ -236,8 +236,15 @@ class TimeTravel:
             if index >= 0:
                 best = (timeline, index)
         if best is None:
-            raise QueryError(f"no state of {spec} was recorded at or before {t!r}")
+            raise QueryError(f"no state of {self._named(spec)} was recorded at or before "
+                             f"{t!r}")
         return best
+
+    def _named(self, spec: str | int) -> str:
+        """A process as the user knows it: its pid and name, not an internal pid_id."""
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            return self.recording._dims.label(spec)
+        return str(spec)
 
     def _node_ts(self, pid_id: int, t: TimeSpec) -> int:
         dims = self.recording._dims

@@ -4,7 +4,7 @@ import { focus, setFocus, readHash } from "./focus.js";
 import { timeline } from "./timeline.js";
 import { initInspector } from "./inspector.js";
 import { initState, setDuration } from "./statepanel.js";
-import { initSearch } from "./search.js";
+import { initSearch, suggestSearches } from "./search.js";
 import { initPanels, setProcesses, renderFacts } from "./panels.js";
 import { initShortcuts } from "./shortcuts.js";
 
@@ -34,6 +34,7 @@ async function loadAll(first) {
     document.querySelector("#process-rows tr.selected")?.scrollIntoView({ block: "nearest" });
   }
   renderFacts(info);
+  suggestSearches(info, lanes);
   setDuration(info.duration);
   window.__es.info = info;
   return info;

@@ -38,7 +38,9 @@ function renderProcesses() {
     el("td", {}, el("div", {}, "\u00a0".repeat(Math.min(l.depth, 6) * 2), el("b", {}, l.name || l.pid)),
        l.name ? el("div", { class: "empty" }, l.pid) : l.initial_call ? el("div", { class: "empty" }, l.initial_call) : ""),
     el("td", { class: "num" }, fmtCount(l.events)),
-    el("td", { class: l.crashed ? "crash" : "" }, l.crashed ? "crashed" : l.exited !== null ? "exited" : "alive"))));
+    // Without a recorded exit the process may have ended all the same (its lifecycle
+    // was not traced): say what the recording knows, never "alive".
+    el("td", { class: l.crashed ? "crash" : "" }, l.crashed ? "crashed" : l.exited !== null ? "exited" : "no exit seen"))));
 }
 
 function markSelected() {

@@ -26,6 +26,17 @@ export function initSearch() {
 
 export function focusSearch() { input.focus(); input.select(); }
 
+// The examples in the search box come from the recording: what it traced, a process
+// it names, and a kind it holds.
+export function suggestSearches(info, lanes) {
+  const traced = ((info.meta && info.meta.traces) || []).map((t) => t.target).find(Boolean);
+  const named = lanes.find((l) => l.name);
+  const process = named ? named.name : lanes[0] ? lanes[0].pid : null;
+  const kind = lanes.some((l) => l.crashed) ? "kind:exit" : "kind:call";
+  const examples = [traced, process, kind, "text…"].filter(Boolean);
+  input.placeholder = `Search: ${examples.join(", ")}  ( / )`;
+}
+
 async function run() {
   const q = input.value.trim();
   if (!q) { matches = []; index = -1; count.textContent = ""; list.hidden = true; timeline.setMatches([], -1); return; }
