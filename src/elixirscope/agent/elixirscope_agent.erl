@@ -312,9 +312,12 @@ serve(From, Ref, Request, St) ->
     From ! {Ref, Reply},
     St1.
 
+%% The look scans the whole queue, so a longer queue is looked through less often: every
+%% 100 ms up to 50,000 messages, every second from 500,000 on.
 serve_waiting_request(St) ->
     Now = erlang:monotonic_time(millisecond),
-    case Now - St#st.request_scan >= 100 of
+    {message_queue_len, Queue} = process_info(self(), message_queue_len),
+    case Now - St#st.request_scan >= min(1000, 100 * max(1, Queue div 50000)) of
         false -> St;
         true ->
             receive
@@ -1830,15 +1833,15 @@ retarget(TRef, Spec, New, Name, St) ->
 %% it, and answered as timed out: the caller then knows nothing of it stays.
 within_deadline(_, infinity, Start) -> Start();
 within_deadline(TRef, Ms, Start) ->
-    Began = erlang:monotonic_time(millisecond),
+    Began = erlang:monotonic_time(microsecond),
     case Start() of
         {ok, St} ->
-            Took = erlang:monotonic_time(millisecond) - Began,
-            case Took > Ms of
+            Took = erlang:monotonic_time(microsecond) - Began,
+            case Took > Ms * 1000 of
                 false -> {ok, St};
                 true ->
                     {_, Undone} = handle_request({stop_trace, TRef}, St),
-                    {{error, {setup_timeout, Took}}, Undone}
+                    {{error, {setup_timeout, Took div 1000}}, Undone}
             end;
         Other -> Other
     end.
