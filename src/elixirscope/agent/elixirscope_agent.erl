@@ -93,9 +93,9 @@
     %% probes in flight, whose traffic with the processes is the debugger's own.
     state_pids = #{}, discovered = #{}, big_states = #{}, own = #{}, muted = #{},
     request_scan = 0,
-    %% Hot functions (see shed_hottest/1): calls counted per function, and the
-    %% functions seen called from untraced code (entry points, never shed).
-    heat = #{}, entries = #{}
+    %% Hot functions (see shed_hottest/1): Mfa => {calls from inside traced calls,
+    %% calls from untraced code}, counted on one call in 16.
+    heat = #{}
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -1509,30 +1509,40 @@ adapt(Now, St) ->
 %% Sampling keeps the relay within its rate, but every call still costs the traced
 %% process its trace message. While sampling keeps half or less, the functions that
 %% make a tenth or more of the calls made inside traced calls (counted on one call in
-%% 16) leave the trace, once a second: the VM stops paying for them. Entry points
-%% (functions seen called from untraced code: a request handler, a callback, a loop
-%% that also calls itself) never leave.
+%% 16) leave the trace, once a second: the VM stops paying for them. Entry points (a
+%% tenth or more of whose calls come from untraced code or inside their own outermost
+%% call: a request handler, a callback, a loop) never leave.
 %% list_traces says which and when (narrowed); such a function can still be traced
 %% on its own.
 count_heat(Pid, Mfa, St = #st{adaptive = A}) when A < 1.0 ->
-    case is_map_key(Pid, St#st.stacks) of
-        false -> St#st{entries = (St#st.entries)#{Mfa => true}};
-        true ->
-            %% One call in 16, at random: a fixed stride could keep missing one function
-            %% of a loop whose length is a multiple of it.
-            case rand:uniform(16) of
-                1 -> St#st{heat = maps:update_with(Mfa, fun(C) -> C + 1 end, 1, St#st.heat)};
-                _ -> St
-            end
+    %% One call in 16, at random: a fixed stride could keep missing one function of a
+    %% loop whose length is a multiple of it. Calls from inside traced calls and entry
+    %% calls (from untraced code) are counted apart.
+    case rand:uniform(16) of
+        1 ->
+            %% A call made inside the function's own outermost call (a loop whose every
+            %% turn is traced) counts as an entry too.
+            Seen = case maps:get(Pid, St#st.stacks, []) of
+                       [] -> {0, 1};
+                       Stack ->
+                           case lists:last(Stack) of
+                               {Mfa, _, _} -> {0, 1};
+                               _ -> {1, 0}
+                           end
+                   end,
+            St#st{heat = maps:update_with(Mfa, fun({I, E}) -> {I + element(1, Seen),
+                                                                E + element(2, Seen)} end,
+                                          Seen, St#st.heat)};
+        _ -> St
     end;
 count_heat(_, _, St) -> St.
 
 shed_hottest(St = #st{heat = Heat}) when map_size(Heat) =:= 0 -> St;
 shed_hottest(St = #st{adaptive = A}) when A > 0.5 -> St#st{heat = #{}};
 shed_hottest(St = #st{heat = Heat}) ->
-    Total = lists:sum(maps:values(Heat)),
-    Hot = [Mfa || {Mfa, Count} <- maps:to_list(Heat), Count * 10 >= Total,
-                  not maps:is_key(Mfa, St#st.entries),
+    Total = lists:sum([I || {I, _} <- maps:values(Heat)]),
+    Hot = [Mfa || {Mfa, {Inside, Entry}} <- maps:to_list(Heat), Inside * 10 >= Total,
+                  Entry * 10 < Inside + Entry,
                   not maps:is_key(Mfa, St#st.state_roles), has_pattern(Mfa, St)],
     Now = erlang:system_time(millisecond),
     Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{shed => Now}}
