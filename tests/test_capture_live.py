@@ -263,3 +263,39 @@ def test_a_call_still_running_at_the_end_comes_first_among_the_slowest(
     # stats shows the hanging call as running, not as "0 calls".
     code, out, _ = run(capsys, "stats", str(path), "--function", "handle_cast")
     assert code == 0 and "1 running" in out
+
+
+def test_traceback_of_a_failed_call_leads_into_the_callee_that_died(
+        scope: elixirscope.Scope, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A calls server B (a monitor, no link); B's handle_call raises, so A's call exits.
+    The traceback of A's exit goes to B's exit, to where B raised (the innermost
+    traced call), and to the request that started it; the exception is listed with
+    the calls it was raised in."""
+    from cli_support import json_rows
+
+    b = server(scope, 3)
+    a = erl(scope.node, "spawn(fun() -> receive go -> gen_server:call(B, nokey) end end)",
+            B=b)  # no clause of handle_call takes nokey
+    path = tmp_path / "callee.duckdb"
+    scope.trace("es_capture", "detailed", only=["handle_call", "summarize"])
+    scope.trace_process(a, include=("lifecycle", "messages"))
+    scope.trace_process(b, include=("lifecycle", "messages"))
+    with scope.record(path):
+        erl(scope.node, "A ! go, timer:sleep(300)", A=a)
+    with elixirscope.open_recording(path) as rec:
+        [a_exit] = rec.events(pid=elixirscope.inspect(a), kind="exit")
+        found = rec.traceback(a_exit)
+    a_text, b_text = elixirscope.inspect(a), elixirscope.inspect(b)
+    # A's exit, the exception its call raised in A, B's exit, B's exception, A's send.
+    assert [(link.event.kind, link.event.pid) for link in found.links] == [
+        ("exit", a_text), ("exception", a_text), ("exit", b_text), ("exception", b_text),
+        ("send", a_text)]
+    assert found.links[1].cause is not None and found.links[1].cause.startswith(
+        f"its call to {b_text} failed because that process exited with")
+    raised = found.links[3]
+    assert raised.stack and raised.stack[-1].function == "handle_call"
+    assert raised.message is not None and ":nokey" in raised.message.text
+    rows = json_rows(capsys, "query", str(path), "--kind", "exception",
+                     "--pid", elixirscope.inspect(b))
+    assert rows and all(row["stack"] for row in rows)
+    assert rows[0]["stack"][-1]["mfa"] == ":es_capture.handle_call/3"

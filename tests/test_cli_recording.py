@@ -11,6 +11,7 @@ import pytest
 from rich.cells import cell_len
 
 from cli_support import json_rows, run
+from elixirscope.cli import output
 from test_recording_queries import build_bank
 
 
@@ -45,9 +46,33 @@ def test_query_prints_a_table(capsys: pytest.CaptureFixture[str], rec: str) -> N
     named_send = lines[2 + 9]
     assert "→ Bank.Auditor" in named_send and '{:audit, "deposit of 12345\\nok"}' in named_send
     assert "#PID<0.102.0> Bank.Auditor  register" in lines[2 + 3]
-    charlist = lines[2 + 29]
-    assert "'hello world hello" in charlist and charlist.rstrip().endswith("…")
-    assert all(cell_len(line) <= 200 for line in lines)  # piped output is 200 wide
+    exception = lines.index(next(line for line in lines if " exception " in line))
+    assert lines[exception + 1] == "    in Bank.Account.risky(0)"  # its recorded stack
+    charlist = next(n for n, line in enumerate(lines) if line.startswith(" 30 "))
+    assert "'hello world hello" in lines[charlist] and lines[charlist].endswith("…")
+    # The cut text follows whole (up to a bound) on a detail line under its row.
+    assert lines[charlist + 1].startswith("    payload: 'hello world hello world")
+    assert lines[charlist + 1].endswith("more characters in --json)")
+    assert all(cell_len(line) <= 200 for n, line in enumerate(lines) if n != charlist + 1)
+
+
+def test_a_narrow_terminal_gets_every_text_whole(capsys: pytest.CaptureFixture[str],
+                                                 rec: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output.out, "width", 100)
+    code, out, _ = run(capsys, "query", rec, "--limit", "10")
+    assert code == 0
+    lines = out.splitlines()
+    row = next(n for n, line in enumerate(lines) if line.startswith("  8 "))
+    assert cell_len(lines[row]) <= 100 and lines[row].endswith("…")
+    assert lines[row + 1] == "    payload: [{:deposit, 12345}, #PID<0.100.0>, %{balance: 0}]"
+    assert "[#PID<0.101.0>, 12345]" not in lines[row + 1]
+    assert sum(1 for line in lines if line.startswith("    payload: ")) == sum(
+        1 for line in lines if line.endswith("…"))
+    code, out, _ = run(capsys, "spans", rec)
+    lines = out.splitlines()
+    risky = next(n for n, line in enumerate(lines) if "Bank.Account.r" in line)
+    assert "Bank.Account.risky(0)" in lines[risky] + lines[risky + 1]
 
 
 def test_query_filters(capsys: pytest.CaptureFixture[str], rec: str) -> None:
@@ -70,6 +95,8 @@ def test_query_json_rows_are_complete(capsys: pytest.CaptureFixture[str], rec: s
     assert row["seq"] == 25 and row["pid"] == "#PID<0.104.0>"
     assert row["mfa"] == "Bank.Account.risky/1" and row["text"] == "{:error, :badarith}"
     assert row["span_id"] == 24 and "payload" not in row
+    assert row["stack"] == [{"span_id": 24, "mfa": "Bank.Account.risky/1",
+                             "call": "Bank.Account.risky(0)"}]
 
 
 def test_pid_ids_are_accepted(capsys: pytest.CaptureFixture[str], rec: str) -> None:

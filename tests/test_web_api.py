@@ -150,6 +150,11 @@ def test_inspector_items_and_causes(client: httpx.Client, bank_recording: Path) 
     event = get(client, f"/api/events/{crash[0]}")
     assert event["kind"] == "exit" and "ArithmeticError" in event["text"]
     assert event["causes"] and any("raised" in step["relation"] for step in event["causes"])
+    assert event["stack"] == []  # an exit is not raised in a call
+    raised = next(step for step in event["causes"] if step["kind"] == "exception")
+    exception = get(client, f"/api/events/{raised['seq']}")
+    assert exception["stack"] and exception["stack"][0]["span_id"] == exception["span_id"]
+    assert exception["stack"][0]["call"].startswith(exception["mfa"].rsplit(".", 1)[0])
     window = get(client, "/api/timeline", t0=crash[3] - 0.02, t1=crash[3], px=800)
     message_id, sent = matched_message(bank_recording)
     around = get(client, "/api/timeline", t0=sent - 0.001, t1=sent + 0.001, px=800)

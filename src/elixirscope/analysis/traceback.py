@@ -11,16 +11,20 @@ message its process received before it (or, if none, to its spawn: the origin).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from elixirscope.analysis.results import Traceback, TracebackLink
+from elixirscope.elixir_format import inspect
+from elixirscope.errors import ETFDecodeError, QueryError
+from elixirscope.etf import Atom, Pid
 from elixirscope.recording import query
-from elixirscope.recording.results import Event, Message, Span
+from elixirscope.recording.results import Event, Message, Span, payload_value
 
 if TYPE_CHECKING:
     from elixirscope.recording.query import Recording
 
 MAX_FRAMES = 1000
+EXIT = Atom("exit")
 
 
 def traceback(rec: Recording, event: Event | int, max_links: int = 50) -> Traceback:
@@ -37,7 +41,14 @@ def traceback(rec: Recording, event: Event | int, max_links: int = 50) -> Traceb
                 seen.add(cause.seq)
                 current = cause
                 continue
-        stack = _stack(rec, current)
+        stack = rec.stack(current, MAX_FRAMES)
+        if current.kind == "exception" and len(links) < max_links:
+            cause, why = _callee_exit(rec, current, stack)
+            if cause is not None and cause.seq not in seen:
+                links.append(TracebackLink(current, stack, None, why))
+                seen.add(cause.seq)
+                current = cause
+                continue
         message, origin = _trigger(rec, current, stack)
         links.append(TracebackLink(current, stack, message))
         if message is None:
@@ -62,9 +73,12 @@ def _exit_cause(rec: Recording, exit_event: Event) -> tuple[Event | None, str]:
         "SELECT seq FROM events WHERE pid_id = ? AND kind = 3 AND seq < ? "
         "ORDER BY seq DESC LIMIT 1", [exit_event.pid_id, exit_event.seq]).fetchone()
     if exception is not None:
-        raised = rec.event(exception[0])
+        raised = _innermost(rec, rec.event(exception[0]))
         where = f"{raised.mfa} " if raised.mfa else ""
         return raised, f"exited after {where}raised {_short(raised.text)}"
+    callee, why = _callee_exit(rec, exit_event, ())
+    if callee is not None:
+        return callee, why
     linked = rec.con.execute(
         "SELECT e.seq FROM events e JOIN links l ON l.other_pid_id = e.pid_id "
         "WHERE l.pid_id = ? AND e.kind = 9 AND e.seq < ? AND e.payload = ? "
@@ -77,16 +91,68 @@ def _exit_cause(rec: Recording, exit_event: Event) -> tuple[Event | None, str]:
                    f"{_short(other.text)}")
 
 
-def _stack(rec: Recording, event: Event) -> tuple[Span, ...]:
-    frames: list[Span] = []
-    span_id = event.span_id
-    while span_id is not None and len(frames) < MAX_FRAMES:
-        span = rec._span_or_none(span_id)
-        if span is None:
-            break
-        frames.append(span)
-        span_id = span.parent_span_id
-    return tuple(frames)
+def _innermost(rec: Recording, raised: Event) -> Event:
+    """The exception where ``raised`` began: the same exception leaves each traced
+    call it passes through, innermost first."""
+    while raised.span_id is not None:
+        inner = rec.con.execute(
+            "SELECT e.seq FROM events e JOIN spans s ON s.span_id = e.span_id "
+            "WHERE e.pid_id = ? AND e.kind = 3 AND e.seq < ? AND s.parent_span_id = ? "
+            "AND e.payload = ? ORDER BY e.seq DESC LIMIT 1",
+            [raised.pid_id, raised.seq, raised.span_id, raised.payload]).fetchone()
+        if inner is None:
+            return raised
+        raised = rec.event(inner[0])
+    return raised
+
+
+# What a call to another process exits with when the callee dies during it:
+# {Reason, {Module, Function, [Target | _]}} (GenServer.call, gen_server:call, ...).
+_CALLERS = frozenset({"gen", "gen_server", "Elixir.GenServer", "gen_statem", "gen_event",
+                      "gen_server2", "p1_server", "Elixir.Task", "supervisor"})
+
+
+def _callee_exit(rec: Recording, event: Event,
+                 stack: tuple[Span, ...]) -> tuple[Event | None, str]:
+    """For an exit, or an exception of class exit, that a call to another process
+    raised because the callee died (the caller was monitoring it, not linked): the
+    callee's exit with that reason, just before."""
+    try:
+        value = event.value
+    except ETFDecodeError:
+        return None, ""
+    if event.kind == "exception":
+        if not (isinstance(value, tuple) and len(value) == 2 and value[0] == EXIT):
+            return None, ""
+        value = value[1]
+    target: Any = None
+    reason: Any = value
+    if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], tuple)
+            and len(value[1]) == 3 and str(value[1][0]) in _CALLERS
+            and isinstance(value[1][2], list) and value[1][2]):
+        reason, target = value[0], value[1][2][0]
+    elif stack and stack[0].mfa == ":gen.call/4":
+        args = payload_value(stack[0].args_payload) if stack[0].args_payload else []
+        target = args[0] if isinstance(args, list) and args else None
+    if target is None:
+        return None, ""
+    try:
+        ids = rec._pid_ids(inspect(target) if isinstance(target, Pid) else str(target))
+    except QueryError:
+        return None, ""
+    marks = ",".join("?" * len(ids))
+    for (seq,) in rec.con.execute(
+            f"SELECT seq FROM events WHERE kind = 9 AND pid_id IN ({marks}) AND seq < ? "
+            "ORDER BY seq DESC LIMIT 5", [*ids, event.seq]).fetchall():
+        died = rec.event(seq)
+        try:
+            same = died.value == reason
+        except ETFDecodeError:
+            same = False
+        if same:
+            return died, (f"its call to {_who(rec, died.pid_id)} failed because that "
+                          f"process exited with {_short(died.text)}")
+    return None, ""
 
 
 def _trigger(rec: Recording, event: Event,

@@ -16,15 +16,16 @@ from elixirscope.analysis.literal import LiteralError, parse_term
 from elixirscope.analysis.results import RangeNode, Traceback
 from elixirscope.analysis.stepping import WAYS
 from elixirscope.cli import output
+from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option, node_options
 from elixirscope.cli.recording_commands import (
     _TIME_HELP,
     _duration,
     _print_events,
-    _print_table,
     _process,
     _time,
     _who,
+    event_json,
 )
 from elixirscope.dist.node import connect
 from elixirscope.recording.query import open_recording
@@ -125,7 +126,7 @@ def stats(recording: Path, module: str | None, function: str | None, pid: str | 
              _duration(row.p50), _duration(row.p95), _duration(row.p99), _duration(row.max),
              row.mfa if row.pid is None else f"{row.mfa} on {_who(row.pid, row.pid_name)}"]
             for row in found]
-    _print_table(f"{recording}: {len(found)} functions by {sort}",
+    print_listing(f"{recording}: {len(found)} functions by {sort}",
                  ["calls", "open", "acc", "own", "mean", "p50", "p95", "p99", "max",
                   "function"], rows, right=9, cut=1)
 
@@ -154,7 +155,7 @@ def repeats(recording: Path, min_count: int, min_size: int, module: str | None,
         rows = [[_duration(tree.wasted), str(tree.count), str(tree.size),
                  _duration(tree.mean), str(tree.example.span_id), tree.mfa, tree.example.args,
                  tree.example.result or ""] for tree in found]
-    _print_table(f"{recording}: {len(found)} repeated call trees", [
+    print_listing(f"{recording}: {len(found)} repeated call trees", [
         "wasted", "count", "size", "mean", "first span", "function", "args", "result"],
         rows, right=5, cut=2)
 
@@ -192,9 +193,10 @@ def find(recording: Path, value: str, pid: str | None, module: str | None,
                           kind=list(kinds) or None, since=since, until=until,
                           limit=limit or None, order=order)
         if as_json:
-            output.json_rows(events)
+            for event in events:
+                output.json_line(event_json(event, rec))
             return
-        _print_events(events, f"{recording}: {len(events)} events holding {value}")
+        _print_events(events, f"{recording}: {len(events)} events holding {value}", rec)
 
 
 @click.command()

@@ -7,21 +7,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.cells import cell_len
-from rich.table import Table
-from rich.text import Text
 
 from elixirscope.cli import output
+from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option
-from elixirscope.recording.query import open_recording
+from elixirscope.recording.query import Recording, open_recording
 from elixirscope.recording.results import Event, Span
 from elixirscope.recording.timespec import TimeSpecError, duration_seconds, wall_ns
 from elixirscope.tracing.events import KIND_CODES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Payload columns never get narrower than this, however narrow the terminal.
-_MIN_CELL = 12
 _TIME_HELP = ("Seconds from the start (1.5, 250ms) or an ISO-8601 date and time "
               "(2024-05-01T12:00:03).")
 
@@ -91,9 +87,10 @@ def query(recording: Path, pid: str | None, module: str | None, function: str | 
                             kind=list(kinds) or None, since=since, until=until, text=text,
                             limit=limit or None, order=order)
         if as_json:
-            output.json_rows(events)
+            for event in events:
+                output.json_line(event_json(event, rec))
             return
-        _print_events(events, f"{recording}: {len(events)} events")
+        _print_events(events, f"{recording}: {len(events)} events", rec)
 
 
 @click.command()
@@ -117,11 +114,39 @@ def spans(recording: Path, pid: str | None, module: str | None, function: str | 
         _print_spans(found, f"{recording}: {len(found)} calls")
 
 
-def _print_events(events: list[Event], title: str) -> None:
+def _print_events(events: list[Event], title: str, rec: Recording | None = None) -> None:
+    """Events as rows; with ``rec``, an exception is followed by the recorded calls it
+    was raised in, innermost first."""
     rows = [[str(event.seq), f"{event.time:.3f}", _who(event.pid, event.pid_name), event.kind,
              _function(event), event.text] for event in events]
-    _print_table(title, ["seq", "time (s)", "pid", "kind", "function", "payload"], rows,
-                 right=2, cut=1)
+    details = [_stack_lines(rec.stack(event)) if rec is not None and event.kind == "exception"
+               else [] for event in events]
+    print_listing(title, ["seq", "time (s)", "pid", "kind", "function", "payload"], rows,
+                  right=2, cut=1, details=details)
+
+
+# An exception's stack shows at most this many calls in a listing (--json has them all).
+_STACK_LINES = 12
+
+
+def _stack_lines(stack: tuple[Span, ...]) -> list[str]:
+    if not stack:
+        return ["raised outside any traced call"]
+    lines = [f"{'in' if n == 0 else 'from'} {span.call}"
+             for n, span in enumerate(stack[:_STACK_LINES])]
+    if len(stack) > _STACK_LINES:
+        lines.append(f"... and {len(stack) - _STACK_LINES} outer calls")
+    return lines
+
+
+def event_json(event: Event, rec: Recording) -> dict[str, Any]:
+    """An event as a JSON object; an exception's holds ``stack``, the recorded calls it
+    was raised in, innermost first (empty outside traced calls)."""
+    found = event.as_dict()
+    if event.kind == "exception":
+        found["stack"] = [{"span_id": span.span_id, "mfa": span.mfa, "call": span.call}
+                          for span in rec.stack(event)]
+    return found
 
 
 def _print_spans(found: list[Span], title: str) -> None:
@@ -131,29 +156,8 @@ def _print_spans(found: list[Span], title: str) -> None:
              _who(span.pid, span.pid_name), span.outcome,
              "  " * (span.depth - 1) + span.call, span.result or ""]
             for span in found]
-    _print_table(title, ["start (s)", "duration", "pid", "outcome", "call", "result"], rows,
+    print_listing(title, ["start (s)", "duration", "pid", "outcome", "call", "result"], rows,
                  right=2, cut=2)
-
-
-def _print_table(title: str, headers: list[str], rows: list[list[str]], *, right: int,
-                 cut: int) -> None:
-    """A table whose first ``right`` columns are right-aligned and whose last ``cut``
-    columns (payload texts) are cut to share what the other columns leave of the
-    terminal's width."""
-    fixed = len(headers) - cut
-    widths = [max(cell_len(row[i]) for row in [headers, *rows]) for i in range(fixed)]
-    room = max(_MIN_CELL, (output.out.width - sum(widths) - 2 * len(headers)) // cut)
-    table = Table(box=None, title=title)
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="right" if i < right else "left", no_wrap=True)
-    for row in rows:
-        cells = [Text(cell) for cell in row[:fixed]]
-        for cell in row[fixed:]:
-            text = Text(cell[:room + 1])  # plain strings would be read as Rich markup
-            text.truncate(room, overflow="ellipsis")
-            cells.append(text)
-        table.add_row(*cells)
-    output.out.print(table)
 
 
 def _who(pid: str, name: str | None) -> str:
@@ -207,7 +211,7 @@ def flow(recording: Path, a: str, b: str | None, since: str | None, until: str |
     rows = [[at(m.sent), at(m.received), _duration(m.queue_time) if m.queue_time is not None
              else "", _who(m.sender or "?", m.sender_name), _who(m.receiver or "?",
              m.receiver_name) + (" (dead)" if m.to_dead else ""), m.text] for m in found]
-    _print_table(f"{recording}: {len(found)} messages", ["sent (s)", "received (s)",
+    print_listing(f"{recording}: {len(found)} messages", ["sent (s)", "received (s)",
                  "queued", "from", "to", "message"], rows, right=3, cut=1)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from elixirscope.cli import output
+from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option
 from elixirscope.cli.recording_commands import _process
 from elixirscope.recording.query import open_recording
@@ -31,17 +30,12 @@ def waits(recording: Path, pid: str | None, limit: int, as_json: bool) -> None:
     if as_json:
         output.json_rows(found)
         return
-    table = Table(box=None, title=f"{recording}: {len(found)} waits")
-    for header in ("since (s)", "waited (s)", "process", "in", "on", "request", "outcome"):
-        table.add_column(header, justify="right" if "(s)" in header else "left",
-                         overflow="fold")
-    for wait in found:
-        waited = "" if wait.duration is None else f"{wait.duration:.3f}"
-        outcome = wait.outcome + (f": {wait.detail}" if wait.detail else "")
-        table.add_row(f"{wait.since:.3f}", waited, Text(wait.span.pid_name or wait.pid),
-                      Text(wait.caller.mfa if wait.caller else ""), Text(wait.callee),
-                      Text(wait.request), Text(outcome))
-    output.out.print(table)
+    rows = [[f"{wait.since:.3f}", "" if wait.duration is None else f"{wait.duration:.3f}",
+             wait.span.pid_name or wait.pid, wait.caller.mfa if wait.caller else "",
+             wait.callee, wait.request, wait.outcome + (f": {wait.detail}" if wait.detail
+                                                         else "")] for wait in found]
+    print_listing(f"{recording}: {len(found)} waits", ["since (s)", "waited (s)", "process",
+                  "in", "on", "request", "outcome"], rows, right=2, cut=3)
 
 
 def register(cli: click.Group) -> None:

@@ -419,6 +419,20 @@ class Recording:
             raise QueryError(f"there is no span {span_id} in {self.path}")
         return found
 
+    def stack(self, event: Event, max_frames: int = 1000) -> tuple[Span, ...]:
+        """The traced calls open on the event's process at that moment, innermost
+        first: the call the event happened in (for a return or exception, the call it
+        ended), its caller, and so on out."""
+        frames: list[Span] = []
+        span_id = event.span_id
+        while span_id is not None and len(frames) < max_frames:
+            span = self._span_or_none(span_id)
+            if span is None:
+                break
+            frames.append(span)
+            span_id = span.parent_span_id
+        return tuple(frames)
+
     def _span_or_none(self, span_id: int) -> Span | None:
         where = _Where()
         where.add("s.span_id = ?", span_id)

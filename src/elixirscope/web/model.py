@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 DETAIL_EVENTS = 3000
 TEXT_LIMIT = 20_000
 LIVE_REFRESH_S = 0.5
+STACK_FRAMES = 50  # an exception's recorded stack, innermost first, in its detail
 ERROR_KINDS = (KIND_CODES["exception"], KIND_CODES["exit"])
 MARK_KINDS = (KIND_CODES["spawn"], KIND_CODES["spawned"], KIND_CODES["exit"])
 MESSAGE_KINDS = (KIND_CODES["send"], KIND_CODES["send_to_dead"], KIND_CODES["receive"])
@@ -618,7 +619,13 @@ class View:
         out["other_label"] = self.dims.label(other_pid_id)
         out["message"] = None
         out["causes"] = []
+        out["stack"] = []
         if self.recording is not None:
+            if event.kind == "exception":
+                with self._lock:
+                    out["stack"] = [{"span_id": span.span_id, "call": _cut(span.call),
+                                     "time": span.start}
+                                    for span in self.recording.stack(event, STACK_FRAMES)]
             if event.message_id is not None:
                 out["message"] = self._message_row(event.message_id)
             with self._lock:

@@ -70,12 +70,16 @@ function event(e) {
     el("ol", { class: "causes" }, e.causes.map((c) => el("li", {},
       el("button", { class: "link", "data-link": "cause", onclick: () => select("event", c.seq, { t: c.time, pid: c.pid_id }) },
          `${c.kind} ${c.mfa || ""}`), ` — ${c.relation}`)))] : [];
+  const stack = e.stack && e.stack.length ? [el("h3", {}, "Raised in (innermost first)"),
+    el("ol", { class: "causes", "data-testid": "inspector-stack" }, e.stack.map((f) => el("li", {},
+      el("button", { class: "link", "data-link": "frame", onclick: () => select("span", f.span_id, { t: f.time, pid: e.pid_id }) },
+         f.call))))] : [];
   return [title,
     kv([["process", e.pid_label === e.pid ? e.pid : `${e.pid} (${e.pid_label})`],
         ["time", fmtTime(e.time, 1e-6)], ["node", e.node], ["caller", e.caller],
         ["other", e.other_label && e.other_label !== e.other_pid ? `${e.other_pid} (${e.other_label})` : e.other_pid],
         ["target", e.target], ["truncated", e.truncated ? `yes (${e.original_size} bytes)` : null]]),
-    el("h3", {}, what), el("pre", { "data-testid": "inspector-text" }, e.text), links, ...causes];
+    el("h3", {}, what), el("pre", { "data-testid": "inspector-text" }, e.text), ...stack, links, ...causes];
 }
 
 function span(s) {
