@@ -128,8 +128,8 @@ def test_call_stats_by_process_splits_each_function(rec: Recording) -> None:
     # lookup/1 runs in two processes: one row each.
     assert [(s.pid, s.count) for s in split if s.mfa == "Shop.lookup/1"] == [
         ("#PID<0.100.0>", 4), ("#PID<0.101.0>", 1)]
-    with pytest.raises(QueryError, match="by is function or process"):
-        rec.call_stats(by="name")
+    with pytest.raises(QueryError, match="by is one of function, process, name"):
+        rec.call_stats(by="module")
 
 
 def test_find_matches_terms_exactly_and_across_atom_encodings(rec: Recording) -> None:

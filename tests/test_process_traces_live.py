@@ -47,7 +47,8 @@ def worker(scope: elixirscope.Scope, name: str) -> Pid:
 def test_a_traced_name_follows_whoever_holds_it(scope: elixirscope.Scope,
                                                 tmp_path: Path) -> None:
     first = worker(scope, "es_follow")
-    scope.trace_process("es_follow", include=("messages", "lifecycle"))
+    scope.trace_process("es_follow", include=("messages", "lifecycle", "calls"))
+    scope.trace("es_traced", "full", only=["helper"])  # not exported: full level
     path = tmp_path / "follow.duckdb"
     with scope.record(path):
         erl(scope.node, "es_follow ! hello_first")
@@ -64,6 +65,10 @@ def test_a_traced_name_follows_whoever_holds_it(scope: elixirscope.Scope,
         holders = {p.pid: p for p in rec.processes()}
         assert "es_follow" in str(holders[elixirscope.inspect(second)].names)
         assert holders[elixirscope.inspect(first)].exit_reason is not None
+        # Stats by name put the calls of both holders in one row.
+        [helper] = rec.call_stats(function="helper", by="name")
+        assert (helper.pid_name, helper.count, helper.processes) == (":es_follow", 2, 2)
+        assert len(rec.call_stats(function="helper", by="process")) == 2
     erl(scope.node, "es_follow ! stop")
 
 

@@ -36,7 +36,13 @@ call_many(N, X) -> _ = add(X, N), call_many(N - 1, X).
 
 registered_worker(Name) ->
     register(Name, self()),
-    receive stop -> unregister(Name) end.
+    worker_loop(Name).
+
+worker_loop(Name) ->
+    receive
+        stop -> unregister(Name);
+        Message -> _ = helper(Message), worker_loop(Name)
+    end.
 
 seq_server() ->
     receive

@@ -31,7 +31,8 @@ class FunctionStats:
     p99: float
     max: float
     pid: str | None = None  # with by="process": the process these calls ran in
-    pid_name: str | None = None
+    pid_name: str | None = None  # with by="name": the name (or pid) they ran under
+    processes: int = 1  # how many processes made these calls
 
     @property
     def mfa(self) -> str:
@@ -40,7 +41,7 @@ class FunctionStats:
     def as_dict(self) -> dict[str, Any]:
         return {"mfa": self.mfa, **{key: getattr(self, key) for key in (
             "module", "function", "arity", "count", "open", "acc_time", "own_time", "min",
-            "mean", "p50", "p95", "p99", "max", "pid", "pid_name")}}
+            "mean", "p50", "p95", "p99", "max", "pid", "pid_name", "processes")}}
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 import click
 from rich.text import Text
 
-from elixirscope.analysis.call_stats import SORTS
+from elixirscope.analysis.call_stats import BYS, SORTS
 from elixirscope.analysis.find import recorded_pid
 from elixirscope.analysis.literal import LiteralError, parse_term
-from elixirscope.analysis.results import RangeNode, Traceback
+from elixirscope.analysis.results import FunctionStats, RangeNode, Traceback
 from elixirscope.analysis.stepping import WAYS
 from elixirscope.cli import output
 from elixirscope.cli.listing import print_listing
@@ -103,15 +103,18 @@ def range_(recording: Path, span_id: int, max_depth: int | None, messages: bool,
 @_selection
 @click.option("--sort", type=click.Choice(list(SORTS)), default="acc", show_default=True,
               help="Largest first by this: accumulated or own time, calls, a duration.")
-@click.option("--by", type=click.Choice(["function", "process"]), default="function",
-              show_default=True, help="One row per function, or per function and process.")
+@click.option("--by", type=click.Choice(list(BYS)), default="function", show_default=True,
+              help="One row per function; per function and process; or per function and "
+              "registered name (every process that held the name, e.g. across restarts).")
 @_limit_option(30)
-@json_option("One JSON object per function (and process, with --by process).")
+@json_option("One JSON object per function (and process, or name, with --by); processes "
+             "is how many processes made the calls.")
 def stats(recording: Path, module: str | None, function: str | None, pid: str | None,
           since: str | None, until: str | None, sort: str, by: str, limit: int,
           as_json: bool) -> None:
     """Per traced function of REC: calls, accumulated time, own time (not in traced
-    callees) and duration percentiles; with --by process, for each process apart."""
+    callees) and duration percentiles; with --by process, for each process apart; with
+    --by name, for each registered name (processes without one by pid)."""
     with open_recording(recording) as rec:
         found = rec.call_stats(module=module, function=function, pid=_process(pid),
                                since=since, until=until, sort=sort, limit=limit or None,
@@ -124,11 +127,19 @@ def stats(recording: Path, module: str | None, function: str | None, pid: str | 
     rows = [[str(row.count), f"{row.open} running" if row.open else "",
              _duration(row.acc_time), _duration(row.own_time), _duration(row.mean),
              _duration(row.p50), _duration(row.p95), _duration(row.p99), _duration(row.max),
-             row.mfa if row.pid is None else f"{row.mfa} on {_who(row.pid, row.pid_name)}"]
-            for row in found]
+             _stats_row_function(row)] for row in found]
     print_listing(f"{recording}: {len(found)} functions by {sort}",
                  ["calls", "open", "acc", "own", "mean", "p50", "p95", "p99", "max",
                   "function"], rows, right=9, cut=1)
+
+
+def _stats_row_function(row: FunctionStats) -> str:
+    if row.pid is not None:
+        return f"{row.mfa} on {_who(row.pid, row.pid_name)}"
+    if row.pid_name is not None:
+        holders = f" ({row.processes} processes)" if row.processes > 1 else ""
+        return f"{row.mfa} on {row.pid_name}{holders}"
+    return row.mfa
 
 
 @click.command()
