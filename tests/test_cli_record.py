@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -34,6 +35,10 @@ def test_record_for_a_duration_writes_a_finished_recording(bank_node: BeamNode,
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert stats["path"] == str(path) and stats["dropped"] == 0
+    # When tracing switched on, and what the traced process already had in flight.
+    assert re.search(r"into \S+ since \d\d:\d\d:\d\d\.\d{3} for 2 s", result.stderr)
+    assert re.search(r"at the start, Bank\.Auditor \(#PID<[\d.]+>\) had \d+ messages? "
+                     r"queued, \w+ in \S+/\d", result.stderr), result.stderr
     with open_recording(path) as recording:
         assert len(recording.events(limit=None)) == stats["events"]
         assert recording.meta["finalized"] is True

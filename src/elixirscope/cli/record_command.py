@@ -156,8 +156,11 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         for process in processes:
             scope.trace_process(process, include_children=children, include=include,
                                 force=force)
-        output.err.print(f"tracing {scope.node.name} into {target}"
+        output.err.print(f"tracing {scope.node.name} into {target} since "
+                         f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]}"
                          + (f" for {duration:g} s" if duration else "; Ctrl-C to stop"))
+        for line in in_flight(scope):
+            output.err.print(f"  at the start, {line}")
 
     with connect(node, cookie, own_name=name) as conn, \
             attach(conn, None, **{k: v for k, v in limits.items() if v is not None}) as scope:
@@ -191,6 +194,29 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         output.error(f"{stats.stop_message or stats.breaker}; the recording keeps what was "
                      f"captured ({target}); --partial-ok exits 0 in this case")
         raise click.exceptions.Exit(1)
+
+
+def in_flight(scope: Scope) -> list[str]:
+    """What each traced process was doing when its trace switched on: the messages
+    already queued (they have no receive event in the recording) and where it was."""
+    lines = []
+    for info in scope.list_traces():
+        if info.pid is None:
+            continue
+        found = scope.node.rpc("erlang", "process_info", [info.pid, [
+            Atom("message_queue_len"), Atom("current_function"), Atom("status")]])
+        if not isinstance(found, list):
+            lines.append(f"{info.target} was gone")
+            continue
+        facts = dict(found)
+        queued = int(facts.get(Atom("message_queue_len"), 0))
+        where = facts.get(Atom("current_function"))
+        where_text = (f" in {mfa_display(str(where[0]), str(where[1]), int(where[2]))}"
+                      if isinstance(where, tuple) and len(where) == 3 else "")
+        lines.append(f"{info.target} had {queued:,} message"
+                     f"{'' if queued == 1 else 's'} queued, {facts.get(Atom('status'))}"
+                     f"{where_text}")
+    return lines
 
 
 def nothing_seen(scope: Scope) -> list[str]:
