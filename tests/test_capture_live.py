@@ -6,6 +6,7 @@ recording."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +300,37 @@ def test_traceback_of_a_failed_call_leads_into_the_callee_that_died(
                      "--pid", elixirscope.inspect(b))
     assert rows and all(row["stack"] for row in rows)
     assert rows[0]["stack"][-1]["mfa"] == ":es_capture.handle_call/3"
+
+
+RECORDS_MODULE = """
+-module(es_records).
+-export([total/1, new/1]).
+-record(order, {id :: integer(), items = [] :: list(), note}).
+new(Id) -> #order{id = Id, items = [a, b]}.
+total(#order{items = Items}) -> length(Items).
+"""
+
+
+def test_records_print_with_their_field_names(scope: elixirscope.Scope, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A module's record definitions come from its debug info on the node: a recorded
+    {order, 1, [a, b], undefined} prints as #order{id: 1, ...}."""
+    from cli_support import run
+
+    source = tmp_path / "es_records.erl"
+    source.write_text(RECORDS_MODULE)
+    subprocess.run(["erlc", "+debug_info", "-o", str(tmp_path), str(source)], check=True)
+    loaded = erl(scope.node, "code:add_patha(binary_to_list(Dir)), code:load_file(es_records)",
+                 Dir=str(tmp_path).encode())
+    assert loaded == (Atom("module"), Atom("es_records")), loaded
+    path = tmp_path / "records.duckdb"
+    scope.trace("es_records", "detailed")
+    with scope.record(path):
+        erl(scope.node, "es_records:total(es_records:new(1))")
+    with elixirscope.open_recording(path) as rec:
+        calls = {span.function: span for span in rec.spans()}
+    assert calls["new"].result == "#order{id: 1, items: [:a, :b], note: :undefined}"
+    assert calls["total"].call == (
+        ":es_records.total(#order{id: 1, items: [:a, :b], note: :undefined})")
+    code, out, _ = run(capsys, "spans", str(path))
+    assert code == 0 and "#order{id: 1, items: [:a, :b]" in out

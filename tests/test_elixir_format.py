@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from elixirscope import elixir_format
-from elixirscope.elixir_format import MAX_DEPTH, inspect
+from elixirscope.elixir_format import MAX_DEPTH, inspect, register_records
 from elixirscope.etf import Atom, Fun, ImproperList, PairMap, Pid, Port, Reference
 
 A = Atom
@@ -159,3 +159,17 @@ def test_a_call_prints_as_it_was_written() -> None:
     state, elided = Atom("$state"), Atom("$elided")
     assert format_call("S", "handle_cast", [Atom("bump"), state]) == "S.handle_cast(:bump, #state)"
     assert format_call("S", "f", [elided, 2]) == "S.f(#elided, 2)"
+
+
+def test_records_print_with_field_names_when_known() -> None:
+    records = {("ch", 3): ["conf", "n"], ("basic.publish", 2): ["exchange"]}
+    assert inspect((Atom("ch"), 1, [2]), records=records) == "#ch{conf: 1, n: [2]}"
+    assert inspect((Atom("basic.publish"), b"x"), records=records) == (
+        '#"basic.publish"{exchange: "x"}')
+    # Another size, or no definitions: the tuple it is.
+    assert inspect((Atom("ch"), 1), records=records) == "{:ch, 1}"
+    assert inspect((Atom("ch"), 1, 2)) == "{:ch, 1, 2}"
+    assert inspect([(Atom("ch"), 1, 2)], records=records, limit=1) == "[#ch{...}]"
+    register_records("rec@host", records)
+    assert inspect((Atom("ch"), 1, 2), local_node="rec@host") == "#ch{conf: 1, n: 2}"
+    assert inspect((Atom("ch"), 1, 2), local_node="other@host") == "{:ch, 1, 2}"

@@ -97,8 +97,8 @@ def test_a_gen_server2_that_becomes_another_module_is_followed(scope: elixirscop
     path = tmp_path / "become.duckdb"
     # Its initial call still names es_gs2_pre: the module it runs now is found when
     # that module's callbacks run.
-    scope.trace_process(pid, include=("state", "calls"))
-    with scope.record(path):
+    with scope.record(path):  # the recorder first: the initial state is in the file
+        scope.trace_process(pid, include=("state", "calls"))
         scope.node.rpc("gen_server2", "cast", [pid, Atom("bump")])
         scope.node.rpc("gen_server2", "call", [pid, (Atom("add"), 1)])
     history = recorded(path, pid)

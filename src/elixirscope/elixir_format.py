@@ -85,6 +85,7 @@ def inspect(
     charlists: Charlists = "infer",
     local_node: str | None = None,
     known_structs: Mapping[str, Sequence[str]] | None = None,
+    records: Mapping[tuple[str, int], Sequence[str]] | None = None,
 ) -> str:
     """``term`` as Elixir prints it, on one line.
 
@@ -94,6 +95,9 @@ def inspect(
     ``local_node`` names the node whose pids, ports and references print with ``0``.
     ``known_structs`` maps modules (``"MyApp.User"`` or ``"Elixir.MyApp.User"``) to their
     fields in definition order; when given, a struct of any other module prints as a map.
+    ``records`` maps Erlang record names and tuple sizes to field names (as
+    ``register_records`` does for a node's pids' ``local_node``): a tuple that is such a
+    record prints as ``#ch{conf: ..., ...}``, a form Elixir has no literal for.
     """
     if charlists not in ("infer", "as_lists", "as_charlists"):
         raise ValueError(f"charlists must be infer, as_lists or as_charlists, not {charlists!r}")
@@ -104,8 +108,18 @@ def inspect(
         charlists,
         local_node,
         known_structs,
+        records if records is not None else _NODE_RECORDS.get(local_node or ""),
     )
     return printer.term(term, _INFINITY if limit is None else limit, 0)
+
+
+_NODE_RECORDS: dict[str, Mapping[tuple[str, int], Sequence[str]]] = {}
+
+
+def register_records(node: str, records: Mapping[tuple[str, int], Sequence[str]]) -> None:
+    """The record definitions of ``node``'s modules: terms printed with ``local_node``
+    set to it show its records with field names."""
+    _NODE_RECORDS[node] = {**_NODE_RECORDS.get(node, {}), **records}
 
 
 def format_call(module: str, function: str, args: Any, *, limit: int | None = 50,
@@ -125,7 +139,7 @@ Handler = Callable[["_Printer", Any, int, int], str]
 
 
 class _Printer:
-    __slots__ = ("charlists", "known_structs", "local_node", "plimit")
+    __slots__ = ("charlists", "known_structs", "local_node", "plimit", "records")
 
     def __init__(
         self,
@@ -133,11 +147,22 @@ class _Printer:
         charlists: Charlists,
         local_node: str | None,
         known_structs: Mapping[str, Sequence[str]] | None,
+        records: Mapping[tuple[str, int], Sequence[str]] | None = None,
     ) -> None:
         self.plimit = plimit
         self.charlists = charlists
         self.local_node = local_node
         self.known_structs = known_structs
+        self.records = records
+
+    def tuple_text(self, items: tuple[Any, ...], limit: int, depth: int) -> str:
+        fields = (self.records.get((str(items[0]), len(items)))
+                  if self.records and items and type(items[0]) is Atom else None)
+        if fields is None:
+            return "{" + ", ".join(self.elements(items, limit, depth)) + "}"
+        pairs = list(zip((Atom(name) for name in fields), items[1:], strict=True))
+        return f"#{_atom_key(items[0])[:-1]}{{" + ", ".join(
+            self.entries(pairs, limit, depth)) + "}"
 
     def term(self, term: Any, limit: int, depth: int) -> str:
         kind = type(term)
@@ -953,7 +978,7 @@ _HANDLERS: dict[type, Handler] = {
     Atom: lambda p, term, limit, depth: _atom_literal(term),
     int: lambda p, term, limit, depth: _int_text(term),
     bytes: lambda p, term, limit, depth: p.binary(term, limit),
-    tuple: lambda p, term, limit, depth: "{" + ", ".join(p.elements(term, limit, depth)) + "}",
+    tuple: lambda p, term, limit, depth: p.tuple_text(term, limit, depth),
     list: lambda p, term, limit, depth: p.proper_list(term, limit, depth),
     dict: _print_dict,
     bool: lambda p, term, limit, depth: "true" if term else "false",

@@ -280,6 +280,12 @@ relay_loop(St) ->
         check ->
             erlang:send_after(100, self(), check),
             relay_loop(follow_names(sweep_states(check_limits(St))));
+        {es_state_probe, TRef, Pid, Ts, {ok, State, Mod}, Probe} ->
+            %% The module the process runs now (a gen_server2 that became another
+            %% module): its callbacks are traced from here on, loaded if need be.
+            St1 = on_state_probe(TRef, Pid, Ts, {ok, State},
+                                 St#st{own = maps:remove(Probe, St#st.own)}),
+            relay_loop(discover_state({Mod, state, 0}, Pid, St1));
         {es_state_probe, TRef, Pid, Ts, Result, Probe} ->
             St1 = St#st{own = maps:remove(Probe, St#st.own)},
             relay_loop(on_state_probe(TRef, Pid, Ts, Result, St1));
@@ -1399,7 +1405,7 @@ probe(Relay, TRef, Pid, Timeout) ->
                  false -> {unavailable, busy};
                  true ->
                      try sys:get_state(Pid, Timeout) of
-                         State -> {ok, unwrap_state(State)}
+                         State -> probed(State)
                      catch
                          exit:{timeout, _} -> {unavailable, timeout};
                          exit:{noproc, _} -> {unavailable, noproc};
@@ -1417,10 +1423,11 @@ idle(Pid) ->
 
 %% gen_server2 has no system_get_state: sys:get_state gives its whole loop state,
 %% #gs2_state{parent, name, state, mod, ...}, of which the callback state is the third
-%% field.
-unwrap_state(S) when is_tuple(S), tuple_size(S) >= 5, element(1, S) =:= gs2_state ->
-    element(4, S);
-unwrap_state(S) -> S.
+%% field and the module it runs now the fourth.
+probed(S) when is_tuple(S), tuple_size(S) >= 5, element(1, S) =:= gs2_state,
+               is_atom(element(5, S)) ->
+    {ok, element(4, S), element(5, S)};
+probed(S) -> {ok, S}.
 
 %% At most Max processes started as M (gen_server or gen_statem callback module).
 processes_of(M, Max) ->

@@ -41,6 +41,7 @@ from elixirscope.analysis import stepping as _stepping
 from elixirscope.analysis import traceback as _traceback
 from elixirscope.beam_names import function_atom, module_atom, module_display
 from elixirscope.dist.node import Node
+from elixirscope.elixir_format import register_records
 from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom, encode
 from elixirscope.recording import correlate, store
@@ -188,6 +189,9 @@ class Recording:
         self.con = con
         self.path = path
         self.recovered = recovered
+        # Its nodes' record definitions, for printing their records with field names.
+        for node, rows in (self.meta.get("records") or {}).items():
+            register_records(node, {(name, size): fields for name, size, fields in rows})
 
     def close(self) -> None:
         self.con.close()

@@ -36,6 +36,7 @@ from elixirscope.recording.ingest import BatchIngest, Dimensions, SeqCounter
 from elixirscope.recording.ring import Overflow, RingBuffer, RingStats
 from elixirscope.recording.store import create, put_meta
 from elixirscope.recording.writer import StoreWriter, WriterThread
+from elixirscope.tracing.record_defs import record_definitions
 from elixirscope.version import __version__
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class Recorder:
         self._snapshot_rows: list[tuple[int, int, str | None, str | None, bool]] = []
         self._end_ts: int | None = None
         self._traces: list[dict[str, Any]] = []
+        self._records: dict[tuple[str, int], list[str]] = {}
         self._closed = False
         self._finished = False
 
@@ -252,6 +254,10 @@ class Recorder:
         self.stopped_at = time.monotonic()
         with contextlib.suppress(ElixirScopeError):
             await self._snapshot()
+        if not scope.node.closed.done():
+            with contextlib.suppress(ElixirScopeError):
+                self._records = await record_definitions(
+                    scope.node, {module for module, _, _ in self.dimensions.functions})
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -299,6 +305,8 @@ class Recorder:
         meta = self._progress_meta()
         meta["ended_wall_ns"] = time.time_ns()
         meta["traces"] = self._traces
+        meta["records"] = {self.scope.node.name: [
+            [name, size, fields] for (name, size), fields in sorted(self._records.items())]}
         self._writer.flush(meta)
         con = self._con
         if self._snapshot_rows:
