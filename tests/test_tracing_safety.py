@@ -129,6 +129,35 @@ def test_adaptive_sampling_lowers_the_kept_share_before_the_rate_limit(
         assert scope.stopped is None  # sampling kept it under the breaker
 
 
+def test_under_overload_hot_helpers_leave_the_trace_and_loops_stay(
+        node: elixirscope.Node) -> None:
+    """Sampling keeps the relay's rate, but the VM still pays for every call: while it
+    keeps half or less, the hot leaf add/2 leaves the trace, though untraced code calls
+    it directly (its calls look like entries); the loop call_many/2, which calls it
+    too, stays, and list_traces says which left."""
+    with elixirscope.attach(node, max_events_per_second=3000) as scope:
+        scope.trace("es_traced", "detailed")
+        WORKERS.append(erl(node, STEADY))
+        WORKERS.append(erl(node, "spawn(fun L() -> [es_traced:add(1, N) || N <- "
+                                 "lists:seq(1, 100)], timer:sleep(10), L() end)"))
+        deadline = time.monotonic() + 15
+        left: dict[str, int] = {}
+        while not left and time.monotonic() < deadline:
+            checked = time.monotonic() + 0.5
+            for _ in scope.events(timeout=0.5):
+                if time.monotonic() > checked:
+                    break
+            left = {str(item[0][1]): item[3] for info in scope.list_traces()
+                    for item in info.options.get("narrowed", [])
+                    if isinstance(item[3], int)}
+        assert set(left) == {"add"}, left
+        traced = {function: node.rpc("erlang", "trace_info", [
+            (Atom("es_traced"), Atom(function), arity), Atom("traced")])[1]
+            for function, arity in (("add", 2), ("call_many", 2))}
+        assert traced["add"] is False and traced["call_many"] is not False
+        assert scope.stopped is None
+
+
 def test_rate_breaker_trips_when_sampling_reaches_its_floor(node: elixirscope.Node) -> None:
     with elixirscope.attach(node, max_events_per_second=500, min_sample_rate=0.5,
                             max_queue_len=10**7, max_relay_memory_mb=float("inf")) as scope:
@@ -141,7 +170,8 @@ def test_a_busy_connection_makes_the_agent_drop_and_count_never_wait(
         beam: BeamNode, node: elixirscope.Node) -> None:
     # The scope has its own connection, which stops reading: the node's distribution
     # buffer fills, and the relay's nosuspend sends fail and are counted.
-    with elixirscope.attach(beam.name, beam.cookie, max_queue_len=10**7) as scope:
+    with elixirscope.attach(beam.name, beam.cookie, max_queue_len=10**7,
+                            max_events_per_second=float("inf")) as scope:
         scope.trace("es_traced", "full")
         scope.node.run(_pause(scope))
         try:

@@ -93,9 +93,10 @@
     %% probes in flight, whose traffic with the processes is the debugger's own.
     state_pids = #{}, discovered = #{}, big_states = #{}, own = #{}, muted = #{},
     request_scan = 0,
-    %% Hot functions (see shed_hottest/1): Mfa => {calls from inside traced calls,
-    %% calls from untraced code}, counted on one call in 16.
-    heat = #{}
+    %% Hot functions (see shed_hottest/1): Mfa => calls, counted on one call in 16;
+    %% and the functions seen making a traced call (Mfa => true), for the session.
+    heat = #{},
+    parents = #{}
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -1496,61 +1497,61 @@ cpu_percent() ->
              end
     end.
 
-%% Adaptive sampling, once per rate window (one second): halve the kept share when
-%% the kept rate passes 80% of the limit, double it back when it falls below 40%.
-adapt(Now, St) when Now - St#st.window_start < 1000 -> St;
+%% Adaptive sampling, once per rate window (a quarter of a second): when the kept rate
+%% passes 80% of the limit, the kept share drops at once to what brings it to 60% (a
+%% flood is met within one window, not after a second of halvings); below 40% it
+%% rises towards that, at most doubling.
+adapt(Now, St) when Now - St#st.window_start < 250 -> St;
 adapt(Now, St) ->
     Elapsed = max(1, Now - St#st.window_start),
     Rate = St#st.window_kept * 1000 div Elapsed,
     L = St#st.limits,
     Adaptive = case maps:get(max_events_per_second, L) of
                    infinity -> 1.0;
-                   Max when Rate > Max * 0.8 -> max(map_get(min_sample_rate, L),
-                                                    St#st.adaptive / 2);
-                   Max when Rate < Max * 0.4 -> min(1.0, St#st.adaptive * 2);
+                   Max when Rate > Max * 0.8 ->
+                       max(map_get(min_sample_rate, L),
+                           min(St#st.adaptive / 2, St#st.adaptive * Max * 0.6 / Rate));
+                   Max when Rate < Max * 0.4 ->
+                       min(1.0, St#st.adaptive * min(2.0, Max * 0.6 / max(1, Rate)));
                    _ -> St#st.adaptive
                end,
     shed_hottest(St#st{window_start = Now, window_kept = 0, window_rate = Rate,
                        adaptive = Adaptive}).
 
 %% Sampling keeps the relay within its rate, but every call still costs the traced
-%% process its trace message. While sampling keeps half or less, the functions that
-%% make a tenth or more of the calls made inside traced calls (counted on one call in
-%% 16) leave the trace, once a second: the VM stops paying for them. Entry points (a
-%% tenth or more of whose calls come from untraced code or inside their own outermost
-%% call: a request handler, a callback, a loop) never leave.
-%% list_traces says which and when (narrowed); such a function can still be traced
-%% on its own.
+%% process its trace message. While sampling keeps half or less, once a second, each
+%% hot leaf leaves the trace: a function that makes a tenth or more of the calls
+%% (counted on one call in 16) and has never been seen making a traced call. That is
+%% a helper (a path check, a name lookup) called once or more per request, from
+%% traced code or not; the functions that call other traced functions (a request
+%% handler, a loop, whatever a request passes through) keep their spans, so each
+%% request keeps its outline and its duration. Behaviour callbacks, and functions
+%% whose state is captured, never leave: they are what the recording is about.
+%% list_traces says which functions left and when (narrowed); such a function can
+%% still be traced on its own.
 count_heat(Pid, Mfa, St = #st{adaptive = A}) when A < 1.0 ->
     %% One call in 16, at random: a fixed stride could keep missing one function of a
-    %% loop whose length is a multiple of it. Calls from inside traced calls and entry
-    %% calls (from untraced code) are counted apart.
+    %% loop whose length is a multiple of it.
     case rand:uniform(16) of
         1 ->
-            %% A call made inside the function's own outermost call (a loop whose every
-            %% turn is traced) counts as an entry too.
-            Seen = case maps:get(Pid, St#st.stacks, []) of
-                       [] -> {0, 1};
-                       Stack ->
-                           case lists:last(Stack) of
-                               {Mfa, _, _} -> {0, 1};
-                               _ -> {1, 0}
-                           end
-                   end,
-            St#st{heat = maps:update_with(Mfa, fun({I, E}) -> {I + element(1, Seen),
-                                                                E + element(2, Seen)} end,
-                                          Seen, St#st.heat)};
+            Heat = maps:update_with(Mfa, fun(N) -> N + 1 end, 1, St#st.heat),
+            %% The innermost open traced call made this one: it is no leaf.
+            case maps:get(Pid, St#st.stacks, []) of
+                [{Caller, _, _} | _] when Caller =/= Mfa ->
+                    St#st{heat = Heat, parents = (St#st.parents)#{Caller => true}};
+                _ -> St#st{heat = Heat}
+            end;
         _ -> St
     end;
 count_heat(_, _, St) -> St.
 
 shed_hottest(St = #st{heat = Heat}) when map_size(Heat) =:= 0 -> St;
 shed_hottest(St = #st{adaptive = A}) when A > 0.5 -> St#st{heat = #{}};
-shed_hottest(St = #st{heat = Heat}) ->
-    Total = lists:sum([I || {I, _} <- maps:values(Heat)]),
-    Hot = [Mfa || {Mfa, {Inside, Entry}} <- maps:to_list(Heat), Inside * 10 >= Total,
-                  Entry * 10 < Inside + Entry,
-                  not maps:is_key(Mfa, St#st.state_roles), has_pattern(Mfa, St)],
+shed_hottest(St = #st{heat = Heat, parents = Parents}) ->
+    All = lists:sum(maps:values(Heat)),
+    Hot = [Mfa || {Mfa, Calls} <- maps:to_list(Heat), Calls * 10 >= All,
+                  not maps:is_key(Mfa, Parents), not maps:is_key(Mfa, St#st.state_roles),
+                  has_pattern(Mfa, St), not is_callback(Mfa)],
     Now = erlang:system_time(millisecond),
     Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{shed => Now}}
                         end, St#st.adapt, Hot),
@@ -1558,6 +1559,14 @@ shed_hottest(St = #st{heat = Heat}) ->
         [] -> St#st{heat = #{}};
         _ -> apply_state(St#st{heat = #{}, adapt = Adapt})
     end.
+
+%% A callback of a behaviour its module declares (gen_server's handle_call/3,
+%% xmpp_stream_in's handle_recv/3, ...).
+is_callback({M, F, A}) ->
+    lists:any(fun(B) ->
+                      Callbacks = try B:behaviour_info(callbacks) catch _:_ -> [] end,
+                      is_list(Callbacks) andalso lists:member({F, A}, Callbacks)
+              end, try declared_behaviours(M) catch _:_ -> [] end).
 
 %% Removing the tracing comes first: it stops new trace messages; the batch in
 %% hand is sent after.
@@ -1633,7 +1642,7 @@ handle_request(emergency_stop, St0) ->
 handle_request(reset_breaker, St) ->
     %% A new start: the event and duration limits count from here.
     St#st.watcher ! rearm,
-    {ok, clear_states(St#st{tripped = false, traces = #{}, adaptive = 1.0,
+    {ok, clear_states(St#st{tripped = false, traces = #{}, adaptive = 1.0, heat = #{}, parents = #{},
                             kept_base = St#st.kept,
                             routes_version = St#st.routes_version + 1,
                             started_at = erlang:monotonic_time(millisecond)})};

@@ -297,6 +297,15 @@ def trace_module(scope: Scope, module: str, level: str, *, state: bool, force: b
     scope.trace(module, cast(Level, level), force=force, calls=calls)
 
 
+def sampling_news(said: float, now: float, since: float) -> bool:
+    """Whether a change of the kept share is worth a line: sampling began or ended,
+    or the share moved twofold from the last one said, at most every two seconds (the
+    agent retunes it four times a second; the progress line shows it as it is)."""
+    if (said >= 1.0) != (now >= 1.0):
+        return True
+    return since >= 2.0 and not said / 2 < now < said * 2
+
+
 def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: str = "block",
                capacity: int = 1 << 20, live: bool = True,
                before: Callable[[Scope], None] | None = None,
@@ -322,18 +331,18 @@ def record_for(scope: Scope, path: Path, duration: float | None, *, overflow: st
     lost = scope.node.anode.closed
     line = Live(Text(""), console=output.err, transient=True, auto_refresh=False) \
         if live else None
-    sampling = 1.0
+    sampling, said_at = 1.0, 0.0
     try:
         with line or contextlib.nullcontext():
             while not lost.done() and (deadline is None or time.monotonic() < deadline):
                 time.sleep(0.25)
                 stats = recorder.stats
                 at = time.monotonic() - began
-                if stats.adaptive_rate != sampling:
+                if sampling_news(sampling, stats.adaptive_rate, at - said_at):
                     output.err.print(f"at {at:.1f} s: the agent now keeps "
                                      f"{stats.adaptive_rate:.0%} of the events (adaptive "
                                      "sampling under --max-events-per-second)")
-                    sampling = stats.adaptive_rate
+                    sampling, said_at = stats.adaptive_rate, at
                 if stats.breaker:
                     output.err.print(f"at {at:.1f} s: {stats.stop_message or stats.breaker}")
                     break
