@@ -158,11 +158,43 @@ def test_under_overload_hot_helpers_leave_the_trace_and_loops_stay(
         assert scope.stopped is None
 
 
+def test_under_overload_the_vm_samples_and_the_relay_keeps_what_it_sends(
+        node: elixirscope.Node) -> None:
+    """Past the rate, the traced functions sample in the VM: their patterns test a bit
+    of the trace control word, which the watcher sets for the kept share of each
+    100 ms. Calls made while it is clear send nothing, and are counted as sampled out
+    (estimated); the bit is cleared when the session ends."""
+    with elixirscope.attach(node, max_events_per_second=3000) as scope:
+        scope.trace("es_traced", "detailed")
+        WORKERS.append(erl(node, STEADY))
+        deadline = time.monotonic() + 10
+        guarded = False
+        while not guarded and time.monotonic() < deadline:
+            checked = time.monotonic() + 0.3
+            for _ in scope.events(timeout=0.3):
+                if time.monotonic() > checked:
+                    break
+            spec = node.rpc("erlang", "trace_info", [
+                (Atom("es_traced"), Atom("call_many"), 2), Atom("match_spec")])[1]
+            guarded = "get_tcw" in repr(spec)
+        assert guarded, spec
+        words = set(erl(node, "[begin timer:sleep(3), erlang:system_info(trace_control_word) "
+                              "end || _ <- lists:seq(1, 400)]"))
+        assert len(words) == 2 and 0 in words, words  # set and cleared in turn
+        counters = {str(k): v for k, v in scope.status()[Atom("counters")].items()}
+        assert counters["sampled_out"] > 0 and counters["adaptive_rate"] < 1.0
+        assert scope.stopped is None
+    # The node fixture then checks that the word, like every flag and pattern, is clear.
+
+
 def test_rate_breaker_trips_when_sampling_reaches_its_floor(node: elixirscope.Node) -> None:
+    """A steady load the relay keeps up with, ten times the rate even at the floor
+    share: after a second at the floor (a backlog from before the VM sampled would
+    have cleared by then), the rate breaker trips."""
     with elixirscope.attach(node, max_events_per_second=500, min_sample_rate=0.5,
                             max_queue_len=10**7, max_relay_memory_mb=float("inf")) as scope:
         scope.trace("es_traced", "full")
-        flood(node)
+        WORKERS.append(erl(node, STEADY))
         assert wait_stopped(scope).reason == "max_events_per_second"
 
 

@@ -72,7 +72,8 @@ def kinds(events: list[elixirscope.TraceEvent], mfa: tuple[str, str, int] | None
 
 def trace_state(node: elixirscope.Node, mfas: list[tuple[str, str, int]] = ()) -> dict[str, Any]:
     """What tracing is left on the node: flags of new processes, flags of every
-    process, patterns on the given functions, and whether the agent is loaded."""
+    process, patterns on the given functions, the trace control word (the agent's
+    sampling sets a bit of it), and whether the agent is loaded."""
     flagged = erl(node, "[{P, F} || P <- processes(), {flags, F} <- [erlang:trace_info(P, flags)],"
                         " F =/= []]")
     patterns = {f"{m}:{f}/{a}": node.rpc("erlang", "trace_info",
@@ -82,6 +83,7 @@ def trace_state(node: elixirscope.Node, mfas: list[tuple[str, str, int]] = ()) -
         "new": node.rpc("erlang", "trace_info", [Atom("new"), Atom("flags")])[1],
         "processes": flagged,
         "patterns": patterns,
+        "trace_control_word": node.rpc("erlang", "system_info", [Atom("trace_control_word")]),
         "agent_loaded": erl(node, "[M || {M, _} <- code:all_loaded(), "
                                   "lists:prefix(\"elixirscope_agent\", atom_to_list(M))]") != [],
     }
@@ -95,7 +97,7 @@ def wait_clean(node: elixirscope.Node, mfas: list[tuple[str, str, int]], timeout
         state = trace_state(node, mfas)
         clean = (state["new"] == [] and state["processes"] == []
                  and all(value is False for value in state["patterns"].values())
-                 and not state["agent_loaded"])
+                 and state["trace_control_word"] == 0 and not state["agent_loaded"])
         if clean or time.monotonic() > deadline:
             return state
         time.sleep(0.2)
@@ -103,7 +105,8 @@ def wait_clean(node: elixirscope.Node, mfas: list[tuple[str, str, int]], timeout
 
 def clean_state(mfas: list[tuple[str, str, int]]) -> dict[str, Any]:
     return {"new": [], "processes": [], "patterns": dict.fromkeys(
-        (f"{m}:{f}/{a}" for m, f, a in mfas), False), "agent_loaded": False}
+        (f"{m}:{f}/{a}" for m, f, a in mfas), False), "trace_control_word": 0,
+        "agent_loaded": False}
 
 
 def values(events: Iterator[elixirscope.TraceEvent] | list[elixirscope.TraceEvent],

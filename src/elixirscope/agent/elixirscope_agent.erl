@@ -69,6 +69,11 @@
     received = 0, kept = 0, dropped = 0, sampled_out = 0, truncated = 0, discarded = 0,
     window_start = 0, window_kept = 0, window_rate = 0,
     adaptive = 1.0,
+    %% Whether the traced functions sample in the VM (see duty_cycle/1).
+    duty = false,
+    vm_skipped = 0.0,
+    %% Since when sampling has kept its floor share (ms), or undefined.
+    floor_since = undefined,
     started_at = 0,
     tripped = false,
     applied_patterns = #{},
@@ -393,7 +398,8 @@ process_event(Code, Pid, Other, Mfa, Value, Ts, St) ->
 on_call(Pid, Mfa, Args, Caller, Ends, Ts, St0) ->
     St = count_heat(Pid, Mfa, St0),
     {{Rate, WantArgs, Refs}, Routed0} = call_route(Mfa, Pid, St),
-    {Role, Routed} = state_on_call(Mfa, Pid, Args, Routed0),
+    {Role, Routed1} = state_on_call(Mfa, Pid, Args, Routed0),
+    Routed = count_vm_skipped(Mfa, Refs, Routed1),
     case keep_call(Pid, Mfa, Rate, Ends, Caller, Routed) of
         {false, St1} ->
             state_after_call(Role, Pid, Ts, Mfa, Args, Refs, sampled_out(Refs, St1));
@@ -477,8 +483,29 @@ keep(_Pid, Rate, St) ->
     {Rate >= 1.0 andalso St#st.adaptive >= 1.0
          orelse rand:uniform() < Rate * St#st.adaptive, St}.
 
+%% Each call of a function the VM samples stands for the calls the VM skipped while
+%% the duty bit was clear: (1 - A) / A of them on average, A being the share kept.
+%% They count as sampled out (an estimate; the VM sends nothing for them).
+count_vm_skipped(Mfa, Refs, St = #st{duty = true, adaptive = A}) when A < 1.0 ->
+    case maps:get(Mfa, St#st.adapt, #{}) of
+        #{duty := true} ->
+            Skipped = St#st.vm_skipped + (1 - A) / A,
+            Whole = trunc(Skipped),
+            Traces = lists:foldl(fun(R, Acc) -> bump_trace(R, sampled_out, Whole, Acc) end,
+                                 St#st.traces, Refs),
+            St#st{vm_skipped = Skipped - Whole, sampled_out = St#st.sampled_out + Whole,
+                  traces = Traces};
+        _ -> St
+    end;
+count_vm_skipped(_, _, St) -> St.
+
+%% A call of a function the VM samples (its pattern is guarded by the duty bit) was
+%% taken by the VM's sampling already: the relay keeps it.
 keep_call(Pid, Mfa, Rate, Ends, Caller, St) ->
-    {Keep, St1} = keep(Pid, Rate, St),
+    {Keep, St1} = case St#st.duty andalso is_map_key(duty, maps:get(Mfa, St#st.adapt, #{})) of
+                      true -> {Rate >= 1.0 orelse rand:uniform() < Rate, St};
+                      false -> keep(Pid, Rate, St)
+                  end,
     case Ends of
         none -> {Keep, St1};
         value -> {Keep, push_frame(Pid, {Mfa, Keep, value}, St1)};
@@ -1475,9 +1502,11 @@ check_limits(St0) ->
         {max_duration_s, fun(Max) -> (Now - St#st.started_at) >= Max * 1000 end},
         {max_events, fun(Max) -> St#st.kept - St#st.kept_base >= Max end},
         {max_queue_len, fun(Max) -> Queue >= Max end},
+        %% Sampling at its floor for a second and still over the rate: the relay is
+        %% not draining a backlog from before the VM sampled (that clears within it).
         {max_events_per_second,
-         fun(Max) -> St#st.window_rate > Max andalso
-                         St#st.adaptive =< map_get(min_sample_rate, L) end},
+         fun(Max) -> St#st.window_rate > Max andalso is_integer(St#st.floor_since)
+                         andalso Now - St#st.floor_since >= 1000 end},
         {max_node_memory_mb, fun(Max) -> erlang:memory(total) >= Max * 1024 * 1024 end},
         {max_cpu_percent, fun(Max) -> cpu_percent() >= Max end}
     ],
@@ -1500,7 +1529,7 @@ cpu_percent() ->
 %% Adaptive sampling, once per rate window (a quarter of a second): when the kept rate
 %% passes 80% of the limit, the kept share drops at once to what brings it to 60% (a
 %% flood is met within one window, not after a second of halvings); below 40% it
-%% rises towards that, at most doubling.
+%% rises towards that, by half at most.
 adapt(Now, St) when Now - St#st.window_start < 250 -> St;
 adapt(Now, St) ->
     Elapsed = max(1, Now - St#st.window_start),
@@ -1512,11 +1541,50 @@ adapt(Now, St) ->
                        max(map_get(min_sample_rate, L),
                            min(St#st.adaptive / 2, St#st.adaptive * Max * 0.6 / Rate));
                    Max when Rate < Max * 0.4 ->
-                       min(1.0, St#st.adaptive * min(2.0, Max * 0.6 / max(1, Rate)));
+                       min(1.0, St#st.adaptive * min(1.5, Max * 0.6 / max(1, Rate)));
                    _ -> St#st.adaptive
                end,
-    shed_hottest(St#st{window_start = Now, window_kept = 0, window_rate = Rate,
-                       adaptive = Adaptive}).
+    Floor = case Adaptive =< map_get(min_sample_rate, L) of
+                true when St#st.floor_since =:= undefined -> Now;
+                true -> St#st.floor_since;
+                false -> undefined
+            end,
+    duty_cycle(shed_hottest(St#st{window_start = Now, window_kept = 0, window_rate = Rate,
+                                  adaptive = Adaptive, floor_since = Floor})).
+
+%% Sampling in the relay saves the recorder, not the node: each call still costs its
+%% process a trace message and the relay a receive. From the first window over the
+%% rate, the traced functions sample in the VM instead: their patterns take a guard
+%% on one bit of the node's trace control word, which the watcher sets for the kept
+%% share of every 100 ms and clears for the rest. A call made while the bit is clear
+%% costs a failed guard and sends nothing; a call made while it is set is traced with
+%% its return, so spans stay whole, though calls inside one may fall in a gap.
+%% Callbacks whose state is captured stay out of it (every transition counts), and
+%% so does the wait pattern.
+duty_cycle(St = #st{adaptive = A, duty = false}) when A >= 1.0 -> St;
+duty_cycle(St = #st{duty = false}) ->
+    Eligible = [Mfa || Mfa <- maps:keys(St#st.applied_patterns),
+                       not maps:is_key(Mfa, St#st.state_roles), Mfa =/= {gen, call, 4}],
+    Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{duty => true}}
+                        end, St#st.adapt, Eligible),
+    set_duty_bit(true),
+    St#st.watcher ! {duty, St#st.adaptive},
+    apply_state(St#st{duty = true, adapt = Adapt});
+duty_cycle(St) ->
+    St#st.watcher ! {duty, St#st.adaptive},
+    St.
+
+%% The bit of the trace control word that the sampled patterns test. The word is the
+%% node's; the session sets only this bit and clears it when it ends.
+duty_bit() -> 16#8000000.
+
+set_duty_bit(On) ->
+    Word = erlang:system_info(trace_control_word),
+    erlang:system_flag(trace_control_word,
+                       case On of
+                           true -> Word bor duty_bit();
+                           false -> Word band bnot duty_bit()
+                       end).
 
 %% Sampling keeps the relay within its rate, but every call still costs the traced
 %% process its trace message. While sampling keeps half or less, once a second, each
@@ -1642,8 +1710,8 @@ handle_request(emergency_stop, St0) ->
 handle_request(reset_breaker, St) ->
     %% A new start: the event and duration limits count from here.
     St#st.watcher ! rearm,
-    {ok, clear_states(St#st{tripped = false, traces = #{}, adaptive = 1.0, heat = #{}, parents = #{},
-                            kept_base = St#st.kept,
+    {ok, clear_states(St#st{tripped = false, traces = #{}, adaptive = 1.0, heat = #{},
+                            parents = #{}, floor_since = undefined, kept_base = St#st.kept,
                             routes_version = St#st.routes_version + 1,
                             started_at = erlang:monotonic_time(millisecond)})};
 handle_request(status, St) ->
@@ -1889,7 +1957,8 @@ drop_members(TRef, St) ->
 narrowed(T, Adapt) ->
     [{Mfa, [P || {P, _} <- maps:get(elide, A, [])], not maps:get(timed, A, false),
       maps:get(shed, A, none)}
-     || {{M, F, Ar} = Mfa, A} <- lists:sort(maps:to_list(Adapt)), covers(T, M, F, Ar)].
+     || {{M, F, Ar} = Mfa, A} <- lists:sort(maps:to_list(Adapt)), covers(T, M, F, Ar),
+        maps:size(maps:remove(duty, A)) > 0].
 
 summary(TRef, T) ->
     maps:with([ref, kind, module, function, arity, pid, name, level, rate, child_rate, status,
@@ -1965,7 +2034,11 @@ with_elided(Clauses, Elide) -> [C#{elide => Elide} || C <- Clauses].
 %% A function whose values turned out large ships its calls' ends by time only, and
 %% an argument position that turned out large (a process state handed to a helper
 %% function) is no longer shipped: later calls cost the same whatever its size.
-clause_ms(#{guard := Guard, ends := Ends0, caller := Caller0, elide := Elide0}, Arity, Adapt) ->
+clause_ms(#{guard := Guard0, ends := Ends0, caller := Caller0, elide := Elide0}, Arity, Adapt) ->
+    Guard = case Adapt of
+                #{duty := true} -> Guard0 ++ [{'=/=', {'band', {get_tcw}, duty_bit()}, 0}];
+                _ -> Guard0
+            end,
     Elide = lists:ukeysort(1, Elide0 ++ maps:get(elide, Adapt, [])),
     Ends = case {Ends0, maps:get(timed, Adapt, false)} of
                {value, true} -> time;
@@ -2227,7 +2300,10 @@ wanted_flags(Traces, Adapt, Big) ->
                      end
              end, Flags).
 
-remove_all(St) ->
+remove_all(St0) ->
+    St0#st.watcher ! {duty, off},
+    St = St0#st{duty = false,
+                adapt = maps:map(fun(_, A) -> maps:remove(duty, A) end, St0#st.adapt)},
     [catch tr_process(St#st.session, P, false, [all])
      || {P, R} <- maps:to_list(St#st.members), not is_tuple(R)],
     remove_applied(St#st.session, St#st.applied_patterns, St#st.applied_flags),
@@ -2281,12 +2357,18 @@ watcher_init(Relay, Module, Owner, Limits) ->
     process_flag(priority, high),
     MRef = monitor(process, Relay),
     OwnerRef = monitor(process, Owner),
+    Now = erlang:monotonic_time(millisecond),
     watcher_loop(#{relay => Relay, mref => MRef, owner_ref => OwnerRef, module => Module,
                    owner => Owner, limits => Limits, patterns => #{}, flags => #{},
-                   session => legacy, tripped => false}).
+                   session => legacy, tripped => false, duty => 1.0, duty_on => true,
+                   next_guard => Now + 100, next_toggle => infinity}).
 
 watcher_loop(W = #{relay := Relay, mref := MRef}) ->
+    Now = erlang:monotonic_time(millisecond),
+    Next = min(maps:get(next_guard, W), maps:get(next_toggle, W)),
     receive
+        {duty, D} ->
+            watcher_loop(retune(D, W));
         {applied, P, F, S} ->
             watcher_loop(W#{patterns := P, flags := F, session := S});
         {limits, L} ->
@@ -2296,6 +2378,7 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
         {'DOWN', MRef, process, Relay, _Reason} ->
             #{session := Session, patterns := P, flags := F, module := Module} = W,
             remove_applied(Session, P, F),
+            set_duty_bit(false),
             close_session(Session),
             unload(Module);
         {'DOWN', OwnerRef, process, _, _} when OwnerRef =:= map_get(owner_ref, W) ->
@@ -2304,11 +2387,41 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
             #{session := Session, patterns := P, flags := F, module := Module} = W,
             remove_applied(Session, P, F),
             exit(Relay, kill),
+            set_duty_bit(false),
             close_session(Session),
             unload(Module)
-    after 100 ->
-        watcher_loop(guard(W))
+    after max(0, Next - Now) ->
+        watcher_loop(on_time(W))
     end.
+
+on_time(W = #{next_guard := G}) ->
+    Now = erlang:monotonic_time(millisecond),
+    W1 = case Now >= G of
+             true -> (guard(W))#{next_guard := Now + 100};
+             false -> W
+         end,
+    case Now >= maps:get(next_toggle, W1) of
+        true -> toggle(Now, W1);
+        false -> W1
+    end.
+
+%% The duty bit is set for the kept share D of each 100 ms, cleared for the rest.
+retune(off, W) ->
+    set_duty_bit(false),
+    W#{duty := 1.0, duty_on := true, next_toggle := infinity};
+retune(D, W) when D >= 1.0 ->
+    set_duty_bit(true),
+    W#{duty := 1.0, duty_on := true, next_toggle := infinity};
+retune(D, W = #{duty := Old}) when D =:= Old -> W;
+retune(D, W) ->
+    toggle(erlang:monotonic_time(millisecond), W#{duty := D, duty_on := false}).
+
+toggle(Now, W = #{duty := D, duty_on := false}) ->
+    set_duty_bit(true),
+    W#{duty_on := true, next_toggle := Now + max(1, round(100 * D))};
+toggle(Now, W = #{duty := D, duty_on := true}) ->
+    set_duty_bit(false),
+    W#{duty_on := false, next_toggle := Now + max(1, round(100 * (1 - D)))}.
 
 guard(W = #{tripped := true}) -> W;
 guard(W = #{relay := Relay, limits := L, patterns := P, flags := F}) ->
@@ -2326,7 +2439,8 @@ guard(W = #{relay := Relay, limits := L, patterns := P, flags := F}) ->
                         limit => Limit},
             erlang:send(maps:get(owner, W), {es_stopped, Reason, Details}, [nosuspend]),
             Relay ! {guard_tripped, Reason, Details},
-            W#{tripped := true, patterns := #{}, flags := #{}}
+            set_duty_bit(false),
+            W#{tripped := true, patterns := #{}, flags := #{}, next_toggle := infinity}
     end.
 
 %% The relay's queue length, and its memory in MB counted whole.
