@@ -15,7 +15,7 @@ import pytest
 import elixirscope
 from elixirscope.recording import correlate
 from elixirscope.recording.store import RecordingError, open_file, read_meta, reading
-from tracing_support import ALL_MFAS, erl, start_traced, wait_clean
+from tracing_support import ALL_MFAS, clean_state, erl, start_traced, wait_clean
 
 pytestmark = pytest.mark.node
 
@@ -157,9 +157,7 @@ def test_a_killed_recorder_leaves_a_file_that_opens(traced_code: bytes,
         finally:
             recorder.kill()
         with elixirscope.connect(beam.name, beam.cookie) as conn:
-            assert wait_clean(conn, ALL_MFAS) == {
-                "new": [], "processes": [], "agent_loaded": False,
-                "patterns": {f"{m}:{f}/{a}": False for m, f, a in ALL_MFAS}}
+            assert wait_clean(conn, ALL_MFAS) == clean_state(ALL_MFAS)
     con = open_file(path, read_only=False)
     try:
         kept = con.execute("SELECT count(*) FROM events").fetchone()
