@@ -1,7 +1,7 @@
 """State capture with the behaviour modules real systems run, from Debian's packages:
 RabbitMQ's gen_server2 (including a process that becomes another callback module, as
-a queue does) and ejabberd's p1_server. The node's own ``:sys.get_state`` is the
-oracle."""
+a queue does) and ejabberd's p1_server and xmpp_stream_in. The node's own
+``:sys.get_state`` is the oracle."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.node
 GEN_SERVER2 = sorted(glob.glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins/"
                                "rabbit_common-*/ebin/gen_server2.beam"))
 P1_UTILS = sorted(glob.glob("/usr/lib/erlang/lib/p1_utils-*/ebin/p1_server.beam"))
-FIXTURES = ("es_gs2", "es_gs2_pre", "es_p1")
+P1_XMPP = sorted(glob.glob("/usr/lib/erlang/lib/p1_xmpp-*/ebin/xmpp_stream_in.beam"))
+FIXTURES = ("es_gs2", "es_gs2_pre", "es_p1", "es_xmpp")
 
 
 def _ebin(found: list[str], package: str) -> str:
@@ -34,7 +35,8 @@ def _ebin(found: list[str], package: str) -> str:
 
 @pytest.fixture(scope="module")
 def beam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BeamNode]:
-    paths = [_ebin(GEN_SERVER2, "rabbitmq-server"), _ebin(P1_UTILS, "erlang-p1-utils")]
+    paths = [_ebin(GEN_SERVER2, "rabbitmq-server"), _ebin(P1_UTILS, "erlang-p1-utils"),
+             _ebin(P1_XMPP, "erlang-p1-xmpp")]
     out = tmp_path_factory.mktemp("real-behaviours")
     for name in FIXTURES:
         subprocess.run(["erlc", *(f"-pa{p}" for p in paths), "-o", str(out),
@@ -134,3 +136,23 @@ def test_p1_server_states_are_captured_and_its_probe_is_not_a_span(
     assert ":sys" not in modules and ":p1_server" not in modules
     assert {"handle_call", "handle_cast"} <= {s.function for s in spans}
     assert all(s.outcome == "return" for s in spans)
+
+
+def test_xmpp_stream_in_states_are_captured(scope: elixirscope.Scope, tmp_path: Path) -> None:
+    """An ejabberd-style stream process: xmpp_stream_in (on p1_server) holds the state
+    map and hands it to the callback module; each transition is xmpp_stream_in's."""
+    pid = start(scope, "es_xmpp", 0)
+    path = tmp_path / "xmpp.duckdb"
+    with scope.record(path):  # the recorder first: the initial state is in the file
+        scope.trace_process(pid, include=("state", "calls"))
+        for item in (b"a", b"b"):
+            scope.node.rpc("xmpp_stream_in", "cast", [pid, (Atom("log"), item)])
+        assert callback_state(scope, pid)[Atom("log")] == [b"b", b"a"]
+    history = recorded(path, pid)
+    assert history[0].callback == "initial"
+    assert history[0].state[Atom("mod")] == Atom("es_xmpp")
+    assert Atom("log") not in history[0].state
+    assert [(step.mfa, step.state[Atom("log")]) for step in history[1:]] == [
+        (":xmpp_stream_in.handle_cast/2", [b"a"]),
+        (":xmpp_stream_in.handle_cast/2", [b"b", b"a"])]
+    assert history[-1].state == callback_state(scope, pid)
