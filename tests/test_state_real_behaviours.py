@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,13 @@ def test_a_gen_server2_that_becomes_another_module_is_followed(scope: elixirscop
     # that module's callbacks run.
     with scope.record(path):  # the recorder first: the initial state is in the file
         scope.trace_process(pid, include=("state", "calls"))
+        # The state probe finds the module the process runs now; its callbacks are
+        # traced from then on.
+        deadline = time.monotonic() + 5
+        while scope.node.rpc("erlang", "trace_info", [
+                (Atom("es_gs2"), Atom("handle_cast"), 2), Atom("traced")])[1] is False:
+            assert time.monotonic() < deadline, "es_gs2's callbacks were never traced"
+            time.sleep(0.02)
         scope.node.rpc("gen_server2", "cast", [pid, Atom("bump")])
         scope.node.rpc("gen_server2", "call", [pid, (Atom("add"), 1)])
     history = recorded(path, pid)
