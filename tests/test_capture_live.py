@@ -334,3 +334,52 @@ def test_records_print_with_their_field_names(scope: elixirscope.Scope, tmp_path
         ":es_records.total(#order{id: 1, items: [:a, :b], note: :undefined})")
     code, out, _ = run(capsys, "spans", str(path))
     assert code == 0 and "#order{id: 1, items: [:a, :b]" in out
+
+
+HANDLER_MODULE = """
+-module({name}).
+-behaviour(gen_event).
+-export([init/1, handle_event/2, handle_call/2, handle_info/2, terminate/2]).
+init(N) -> {{ok, N}}.
+handle_event({{add, X}}, N) -> {{ok, N + X}};
+handle_event(_, N) -> {{ok, N}}.
+handle_call(get, N) -> {{ok, N, N}}.
+handle_info(_, N) -> {{ok, N}}.
+terminate(_, _) -> ok.
+"""
+
+
+def test_a_gen_event_manager_has_one_state_chain_of_its_handlers(
+        scope: elixirscope.Scope, tmp_path: Path) -> None:
+    """Two handlers of one manager: the manager's state is a map of handler states, one
+    numbering, each event's change in its handler's entry; removing a handler takes
+    its entry out. The node's own view of the handlers is the oracle."""
+    for name in ("es_ev_a", "es_ev_b"):
+        source = tmp_path / f"{name}.erl"
+        source.write_text(HANDLER_MODULE.format(name=name))
+        subprocess.run(["erlc", "-o", str(tmp_path), str(source)], check=True)
+    erl(scope.node, "code:add_patha(binary_to_list(Dir)), [code:load_file(M) || M <- "
+                    "[es_ev_a, es_ev_b]]", Dir=str(tmp_path).encode())
+    manager = erl(scope.node, "{ok, P} = gen_event:start(), gen_event:add_handler(P, es_ev_a, 1),"
+                              " gen_event:add_handler(P, es_ev_b, 100), P")
+    path = tmp_path / "events.duckdb"
+    a, b = Atom("es_ev_a"), Atom("es_ev_b")
+    with scope.record(path):
+        scope.trace_process(manager, include=("state", "calls"))
+        time.sleep(0.3)  # the state probe reads both handlers while the manager is idle
+        erl(scope.node, "gen_event:sync_notify(P, {add, 5})", P=manager)
+        erl(scope.node, "gen_event:delete_handler(P, es_ev_b, stop)", P=manager)
+        erl(scope.node, "gen_event:sync_notify(P, {add, 1})", P=manager)
+    with elixirscope.open_recording(path) as rec:
+        texts = [e.text for e in rec.events(pid=elixirscope.inspect(manager), kind="state")]
+        history = rec.state_history(elixirscope.inspect(manager))
+    states = [(step.callback, step.state) for step in history]
+    assert states[0] == ("initial", {a: 1, b: 100})
+    assert {a: 6, b: 105} in [state for _, state in states]
+    assert ("terminate", {a: 6}) in states  # es_ev_b's entry left with it
+    assert states[-1] == ("handle_event", {a: 7})
+    # One numbering for the manager, whatever handler ran.
+    assert [int(text.split()[1].strip("#,:")) for text in texts] == list(
+        range(1, len(texts) + 1))
+    assert "state #4 changed: - [:es_ev_b]" in texts, texts
+    assert erl(scope.node, "gen_event:call(P, es_ev_a, get)", P=manager) == 7

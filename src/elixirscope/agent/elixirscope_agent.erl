@@ -286,12 +286,14 @@ relay_loop(St) ->
         check ->
             erlang:send_after(100, self(), check),
             relay_loop(follow_names(sweep_states(check_limits(St))));
-        {es_state_probe, TRef, Pid, Ts, {ok, State, Mod}, Probe} ->
-            %% The module the process runs now (a gen_server2 that became another
-            %% module): its callbacks are traced from here on, loaded if need be.
+        {es_state_probe, TRef, Pid, Ts, {ok, State, Mods}, Probe} ->
+            %% The modules the process runs now (a gen_server2 that became another
+            %% module, a gen_event manager's handlers): their callbacks are traced
+            %% from here on, loaded if need be.
             St1 = on_state_probe(TRef, Pid, Ts, {ok, State},
                                  St#st{own = maps:remove(Probe, St#st.own)}),
-            relay_loop(discover_state({Mod, state, 0}, Pid, St1));
+            relay_loop(lists:foldl(fun(Mod, Acc) -> discover_state({Mod, state, 0}, Pid, Acc)
+                                   end, St1, Mods));
         {es_state_probe, TRef, Pid, Ts, Result, Probe} ->
             St1 = St#st{own = maps:remove(Probe, St#st.own)},
             relay_loop(on_state_probe(TRef, Pid, Ts, Result, St1));
@@ -986,6 +988,8 @@ process_behaviour(Pid) ->
               end,
     case Initial of
         {Sup, _, 1} when Sup =:= supervisor; Sup =:= supervisor2 -> state_engine(Sup);
+        %% A gen_event manager: its handlers are found by the state probe.
+        {gen_event, init_it, _} -> {gen_event, gen_event};
         {M, F, _} when is_atom(M), is_atom(F) ->
             case state_engine(M) of
                 none ->
@@ -1014,8 +1018,8 @@ state_callbacks(gen_server, M) ->
     [{{M, F, A}, Role} || {F, A, Role} <- Known, erlang:function_exported(M, F, A)];
 state_callbacks(gen_event, M) ->
     Known = [{init, 1, ge_init}, {handle_event, 2, ge_event}, {handle_info, 2, ge_event},
-             {handle_call, 2, ge_call}, {code_change, 3, gs_code_change},
-             {terminate, 2, gs_terminate}],
+             {handle_call, 2, ge_call}, {code_change, 3, ge_code_change},
+             {terminate, 2, ge_terminate}],
     [{{M, F, A}, Role} || {F, A, Role} <- Known, erlang:function_exported(M, F, A)];
 state_callbacks(gen_statem, M) ->
     Modes = try M:callback_mode() of
@@ -1106,16 +1110,36 @@ state_after_call(Role, Pid, Ts, Mfa, [Reason | _], Refs, St)
             end,
     N = next_state_number(Pid, St),
     drop_state(Pid, state_record(Pid, Ts, Mfa, 0, {N, {terminate, Shown}}, Refs, St));
+state_after_call(ge_terminate, Pid, Ts, {M, _, _} = Mfa, _, Refs, St) ->
+    case last_state(Pid, St) of
+        Handlers when is_map(Handlers), is_map_key(M, Handlers) ->
+            emit_state(Pid, Ts, Mfa, maps:remove(M, Handlers), Refs, St);
+        _ -> St
+    end;
 state_after_call(_, _, _, _, _, _, St) -> St.
 
 state_on_result(none, _, _, _, _, _, _, St) -> St;
-state_on_result(Role, _, _, _, _, _, _, St) when Role =:= gs_terminate; Role =:= sm_terminate ->
+state_on_result(Role, _, _, _, _, _, _, St) when Role =:= gs_terminate; Role =:= sm_terminate;
+                                                 Role =:= ge_terminate ->
     St;
 state_on_result(Role, Old, Value, Pid, Ts, Mfa, Refs, St) ->
     case new_state(Role, Value, Old) of
         {ok, {_, '$unknown'}} -> St;
+        {ok, New} when Role =:= ge_init; Role =:= ge_event; Role =:= ge_call;
+                       Role =:= ge_code_change ->
+            emit_state(Pid, Ts, Mfa, handler_state(element(1, Mfa), New, Pid, St), Refs, St);
         {ok, New} -> emit_state(Pid, Ts, Mfa, New, Refs, St);
         none -> state_unknown(Pid, Ts, Mfa, {unrecognised_return, Mfa}, Refs, St)
+    end.
+
+%% A gen_event manager runs several handlers, each with a state of its own: its
+%% state is recorded as one map, handler module => handler state, of the handlers
+%% read at the start or seen since. One numbering per process; a callback's delta is
+%% its handler's entry.
+handler_state(M, New, Pid, St) ->
+    case last_state(Pid, St) of
+        Handlers when is_map(Handlers) -> Handlers#{M => New};
+        _ -> #{M => New}
     end.
 
 %% From here the process's state is unknown, until a whole state comes.
@@ -1136,7 +1160,8 @@ last_state(Pid, St) ->
 old_state(Role, _, _, Last) when Role =:= gs_call; Role =:= gs_noreply;
                                  Role =:= gs_hibernate; Role =:= gs_code_change;
                                  Role =:= gs_terminate; Role =:= ge_event;
-                                 Role =:= ge_call -> Last;
+                                 Role =:= ge_call; Role =:= ge_code_change;
+                                 Role =:= ge_terminate -> Last;
 old_state(sm_state, F, _, Last) -> {F, statem_data(Last)};
 old_state(sm_event, _, [_, _, S, _], Last) -> {S, statem_data(Last)};
 old_state(sm_code_change, _, [_, S, _, _], Last) -> {S, statem_data(Last)};
@@ -1164,7 +1189,7 @@ new_state(gs_call, {stop, _, _, S}, _) -> {ok, S};
 new_state(R, {noreply, S}, _) when R =:= gs_call; R =:= gs_noreply -> {ok, S};
 new_state(R, {noreply, S, _}, _) when R =:= gs_call; R =:= gs_noreply -> {ok, S};
 new_state(R, {stop, _, S}, _) when R =:= gs_call; R =:= gs_noreply -> {ok, S};
-new_state(gs_code_change, {ok, S}, _) -> {ok, S};
+new_state(R, {ok, S}, _) when R =:= gs_code_change; R =:= ge_code_change -> {ok, S};
 new_state(sm_init, {ok, S, D}, _) -> {ok, {S, D}};
 new_state(sm_init, {ok, S, D, _}, _) -> {ok, {S, D}};
 new_state(sm_code_change, {ok, S, D}, _) -> {ok, {S, D}};
@@ -1198,7 +1223,8 @@ strip_return(R, {become, M, _}) when R =:= gs_init; R =:= gs_call; R =:= gs_nore
 strip_return(R, {become, M, _, X}) when R =:= gs_init; R =:= gs_call; R =:= gs_noreply ->
     {become, M, '$state', X};
 strip_return(gs_hibernate, {H, _}) -> {H, '$state'};
-strip_return(R, {ok, _}) when R =:= gs_init; R =:= gs_code_change -> {ok, '$state'};
+strip_return(R, {ok, _}) when R =:= gs_init; R =:= gs_code_change; R =:= ge_code_change ->
+    {ok, '$state'};
 strip_return(gs_init, {ok, _, X}) -> {ok, '$state', X};
 strip_return(gs_call, {reply, Reply, _}) -> {reply, Reply, '$state'};
 strip_return(gs_call, {reply, Reply, _, X}) -> {reply, Reply, '$state', X};
@@ -1454,7 +1480,16 @@ idle(Pid) ->
 %% field and the module it runs now the fourth.
 probed(S) when is_tuple(S), tuple_size(S) >= 5, element(1, S) =:= gs2_state,
                is_atom(element(5, S)) ->
-    {ok, element(4, S), element(5, S)};
+    {ok, element(4, S), [element(5, S)]};
+%% A gen_event manager's is its handlers, [{Module, Id, State}]: recorded as a map,
+%% module => state (see handler_state/4).
+probed(S = [{M, _, _} | _]) when is_atom(M) ->
+    case lists:all(fun(H) -> is_tuple(H) andalso tuple_size(H) =:= 3
+                                 andalso is_atom(element(1, H)) end, S) of
+        true -> {ok, maps:from_list([{Mod, HS} || {Mod, _, HS} <- S]),
+                 [Mod || {Mod, _, _} <- S]};
+        false -> {ok, S}
+    end;
 probed(S) -> {ok, S}.
 
 %% At most Max processes started as M (gen_server or gen_statem callback module).
@@ -2004,7 +2039,8 @@ state_positions(M, Functions) ->
 role_elide(Role) ->
     case lists:keyfind(Role, 1, [{gs_call, 3}, {gs_noreply, 2}, {gs_hibernate, 1},
                                  {gs_code_change, 2}, {gs_terminate, 2}, {ge_event, 2},
-                                 {ge_call, 2}, {sm_state, 3}, {sm_event, 4},
+                                 {ge_call, 2}, {ge_code_change, 2}, {ge_terminate, 2},
+                                 {sm_state, 3}, {sm_event, 4},
                                  {sm_code_change, 3}, {sm_terminate, 3}]) of
         {_, Position} -> [{Position, '$state'}];
         false -> []

@@ -158,7 +158,7 @@ def _trigger(transition: StateTransition) -> str:
 
 
 def _changes(transition: StateTransition) -> str:
-    if transition.kind == "exit" or transition.callback == "terminate":
+    if transition.kind in ("exit", "terminate"):
         return _cut(f"reason: {inspect(transition.reason)}")
     if transition.kind in ("too_large", "unavailable"):
         return f"state not recorded ({transition.kind})"

@@ -46,7 +46,7 @@ class Change:
         if self.kind == "added":
             return f"+ {self.path_text}: {_short(self.new)}"
         if self.kind == "removed":
-            return f"- {self.path_text}: {_short(self.old)}"
+            return f"- {self.path_text}" + ("" if self.old is MISSING else f": {_short(self.old)}")
         before = "?" if self.old is MISSING else _short(self.old)
         return f"~ {self.path_text}: {before} -> {_short(self.new)}"
 
