@@ -110,9 +110,16 @@ def test_each_limit_trips_the_breaker_and_removes_everything(
         else:
             assert stopped.counters["kept"] > 0 and "received" in stopped.counters
         assert time.monotonic() - started < 5
-        assert node.rpc("erlang", "trace_info", [(Atom("es_traced"), Atom("add"), 2),
-                                                  Atom("traced")]) == (Atom("traced"), False)
+        # No process is traced any more when the stop is told; the patterns, which
+        # wait for a code barrier, follow.
         assert node.rpc("erlang", "trace_info", [Atom("new"), Atom("flags")])[1] == []
+        assert erl(node, "[P || P <- processes(), erlang:trace_info(P, flags) =/= "
+                         "{flags, []}, erlang:trace_info(P, flags) =/= undefined]") == []
+        deadline = time.monotonic() + 10
+        while node.rpc("erlang", "trace_info", [(Atom("es_traced"), Atom("add"), 2),
+                                                 Atom("traced")]) != (Atom("traced"), False):
+            assert time.monotonic() < deadline, "the patterns were not removed"
+            time.sleep(0.05)
 
 
 def test_adaptive_sampling_lowers_the_kept_share_before_the_rate_limit(

@@ -69,7 +69,8 @@
     received = 0, kept = 0, dropped = 0, sampled_out = 0, truncated = 0, discarded = 0,
     window_start = 0, window_kept = 0, window_rate = 0,
     adaptive = 1.0,
-    %% Whether the traced functions sample in the VM (see duty_cycle/1).
+    %% The bit of the trace control word the traced functions sample on, once they
+    %% sample in the VM (see duty_cycle/1), or false.
     duty = false,
     vm_skipped = 0.0,
     %% Since when sampling has kept its floor share (ms), or undefined.
@@ -488,9 +489,9 @@ keep(_Pid, Rate, St) ->
 %% Each call of a function the VM samples stands for the calls the VM skipped while
 %% the duty bit was clear: (1 - A) / A of them on average, A being the share kept.
 %% They count as sampled out (an estimate; the VM sends nothing for them).
-count_vm_skipped(Mfa, Refs, St = #st{duty = true, adaptive = A}) when A < 1.0 ->
+count_vm_skipped(Mfa, Refs, St = #st{duty = Bit, adaptive = A}) when is_integer(Bit), A < 1.0 ->
     case maps:get(Mfa, St#st.adapt, #{}) of
-        #{duty := true} ->
+        #{duty := _} ->
             Skipped = St#st.vm_skipped + (1 - A) / A,
             Whole = trunc(Skipped),
             Traces = lists:foldl(fun(R, Acc) -> bump_trace(R, sampled_out, Whole, Acc) end,
@@ -504,7 +505,8 @@ count_vm_skipped(_, _, St) -> St.
 %% A call of a function the VM samples (its pattern is guarded by the duty bit) was
 %% taken by the VM's sampling already: the relay keeps it.
 keep_call(Pid, Mfa, Rate, Ends, Caller, St) ->
-    {Keep, St1} = case St#st.duty andalso is_map_key(duty, maps:get(Mfa, St#st.adapt, #{})) of
+    {Keep, St1} = case St#st.duty =/= false
+                      andalso is_map_key(duty, maps:get(Mfa, St#st.adapt, #{})) of
                       true -> {Rate >= 1.0 orelse rand:uniform() < Rate, St};
                       false -> keep(Pid, Rate, St)
                   end,
@@ -1584,8 +1586,15 @@ adapt(Now, St) ->
                 true -> St#st.floor_since;
                 false -> undefined
             end,
-    duty_cycle(shed_hottest(St#st{window_start = Now, window_kept = 0, window_rate = Rate,
-                                  adaptive = Adaptive, floor_since = Floor})).
+    %% Shedding and sampling in the VM change patterns: applied together, once, since
+    %% under a flood each change waits for every scheduler to pass a code barrier.
+    {Shed, St1} = shed_hottest(St#st{window_start = Now, window_kept = 0, window_rate = Rate,
+                                     adaptive = Adaptive, floor_since = Floor}),
+    {Sampled, St2} = duty_cycle(St1),
+    case Shed orelse Sampled of
+        true -> apply_state(St2);
+        false -> St2
+    end.
 
 %% Sampling in the relay saves the recorder, not the node: each call still costs its
 %% process a trace message and the relay a receive. From the first window over the
@@ -1596,29 +1605,33 @@ adapt(Now, St) ->
 %% its return, so spans stay whole, though calls inside one may fall in a gap.
 %% Callbacks whose state is captured stay out of it (every transition counts), and
 %% so does the wait pattern.
-duty_cycle(St = #st{adaptive = A, duty = false}) when A >= 1.0 -> St;
+duty_cycle(St = #st{adaptive = A, duty = false}) when A >= 1.0 -> {false, St};
 duty_cycle(St = #st{duty = false}) ->
+    Bit = duty_bit(),
     Eligible = [Mfa || Mfa <- maps:keys(St#st.applied_patterns),
                        not maps:is_key(Mfa, St#st.state_roles), Mfa =/= {gen, call, 4}],
-    Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{duty => true}}
+    Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{duty => Bit}}
                         end, St#st.adapt, Eligible),
-    set_duty_bit(true),
-    St#st.watcher ! {duty, St#st.adaptive},
-    apply_state(St#st{duty = true, adapt = Adapt});
-duty_cycle(St) ->
-    St#st.watcher ! {duty, St#st.adaptive},
-    St.
+    set_duty_bit(Bit, true),
+    St#st.watcher ! {duty, St#st.adaptive, Bit},
+    {true, St#st{duty = Bit, adapt = Adapt}};
+duty_cycle(St = #st{duty = Bit}) ->
+    St#st.watcher ! {duty, St#st.adaptive, Bit},
+    {false, St}.
 
-%% The bit of the trace control word that the sampled patterns test. The word is the
-%% node's; the session sets only this bit and clears it when it ends.
-duty_bit() -> 16#8000000.
+%% The bit of the node's trace control word this session's sampled patterns test:
+%% one of bits 16 to 27, picked at random, so that sessions side by side rarely share
+%% one (the watcher of each sets its own back every 100 ms while it keeps all). The
+%% session clears its bit when it ends; other bits are never touched.
+duty_bit() -> 1 bsl (16 + rand:uniform(12) - 1).
 
-set_duty_bit(On) ->
+set_duty_bit(undefined, _) -> ok;
+set_duty_bit(Bit, On) ->
     Word = erlang:system_info(trace_control_word),
     erlang:system_flag(trace_control_word,
                        case On of
-                           true -> Word bor duty_bit();
-                           false -> Word band bnot duty_bit()
+                           true -> Word bor Bit;
+                           false -> Word band bnot Bit
                        end).
 
 %% Sampling keeps the relay within its rate, but every call still costs the traced
@@ -1648,8 +1661,8 @@ count_heat(Pid, Mfa, St = #st{adaptive = A}) when A < 1.0 ->
     end;
 count_heat(_, _, St) -> St.
 
-shed_hottest(St = #st{heat = Heat}) when map_size(Heat) =:= 0 -> St;
-shed_hottest(St = #st{adaptive = A}) when A > 0.5 -> St#st{heat = #{}};
+shed_hottest(St = #st{heat = Heat}) when map_size(Heat) =:= 0 -> {false, St};
+shed_hottest(St = #st{adaptive = A}) when A > 0.5 -> {false, St#st{heat = #{}}};
 shed_hottest(St = #st{heat = Heat, parents = Parents}) ->
     All = lists:sum(maps:values(Heat)),
     Hot = [Mfa || {Mfa, Calls} <- maps:to_list(Heat), Calls * 10 >= All,
@@ -1658,10 +1671,7 @@ shed_hottest(St = #st{heat = Heat, parents = Parents}) ->
     Now = erlang:system_time(millisecond),
     Adapt = lists:foldl(fun(Mfa, Acc) -> Acc#{Mfa => (maps:get(Mfa, Acc, #{}))#{shed => Now}}
                         end, St#st.adapt, Hot),
-    case Hot of
-        [] -> St#st{heat = #{}};
-        _ -> apply_state(St#st{heat = #{}, adapt = Adapt})
-    end.
+    {Hot =/= [], St#st{heat = #{}, adapt = Adapt}}.
 
 %% A callback of a behaviour its module declares (gen_server's handle_call/3,
 %% xmpp_stream_in's handle_recv/3, ...).
@@ -1674,8 +1684,13 @@ is_callback({M, F, A}) ->
 %% Removing the tracing comes first: it stops new trace messages; the batch in
 %% hand is sent after.
 trip(Reason, St0) ->
-    St = flush(remove_all(St0)),
-    notify_stop((mark_tripped(Reason, St))#st{stop_notice = {es_stopped, Reason, counters(St)}}).
+    %% Flags off first (no new trace messages), then what was captured goes out and
+    %% the owner is told; the patterns, slower to remove under load, go last.
+    St1 = remove_flags(St0),
+    St = flush(St1#st{applied_flags = #{}}),
+    St2 = notify_stop((mark_tripped(Reason, St))#st{stop_notice = {es_stopped, Reason,
+                                                                    counters(St)}}),
+    remove_all(St2).
 
 mark_tripped(Reason, St) ->
     Traces = maps:map(fun(_, T) -> T#{status => {tripped, Reason}} end, St#st.traces),
@@ -2072,7 +2087,7 @@ with_elided(Clauses, Elide) -> [C#{elide => Elide} || C <- Clauses].
 %% function) is no longer shipped: later calls cost the same whatever its size.
 clause_ms(#{guard := Guard0, ends := Ends0, caller := Caller0, elide := Elide0}, Arity, Adapt) ->
     Guard = case Adapt of
-                #{duty := true} -> Guard0 ++ [{'=/=', {'band', {get_tcw}, duty_bit()}, 0}];
+                #{duty := Bit} -> Guard0 ++ [{'=/=', {'band', {get_tcw}, Bit}, 0}];
                 _ -> Guard0
             end,
     Elide = lists:ukeysort(1, Elide0 ++ maps:get(elide, Adapt, [])),
@@ -2336,6 +2351,11 @@ wanted_flags(Traces, Adapt, Big) ->
                      end
              end, Flags).
 
+remove_flags(St) ->
+    [catch tr_process(St#st.session, Target, false, [monotonic_timestamp | Fs])
+     || {Target, Fs} <- maps:to_list(St#st.applied_flags)],
+    St.
+
 remove_all(St0) ->
     St0#st.watcher ! {duty, off},
     St = St0#st{duty = false,
@@ -2348,15 +2368,39 @@ remove_all(St0) ->
 
 %% Flags first: taking the call flag off stops new trace messages at once (a few
 %% milliseconds), while removing patterns waits for every scheduler to pass a code
-%% barrier, which under a flood can take a second.
+%% barrier, which under a flood can take a second, each. So a module all of whose
+%% traced functions are ours loses its patterns in one change ({M, '_', '_'}); in
+%% a module where another tracer has patterns too, ours go one by one.
 remove_applied(Session, Patterns, Flags) ->
     [catch tr_process(Session, Target, false, [monotonic_timestamp | Fs])
      || {Target, Fs} <- maps:to_list(Flags)],
     [begin
-         catch tr_function(Session, Mfa, false, [local]),
-         catch tr_function(Session, Mfa, false, [global])
-     end || Mfa <- maps:keys(Patterns)],
+         catch tr_function(Session, Pattern, false, [local]),
+         catch tr_function(Session, Pattern, false, [global])
+     end || Pattern <- removal_patterns(Session, maps:keys(Patterns))],
     ok.
+
+removal_patterns({session, _}, Mfas) -> Mfas;
+removal_patterns(legacy, Mfas) ->
+    ByModule = lists:foldl(fun({M, _, _} = Mfa, Acc) ->
+                                   Acc#{M => [Mfa | maps:get(M, Acc, [])]}
+                           end, #{}, Mfas),
+    lists:append(
+      [case M =/= '_' andalso lists:all(fun(Mfa) -> is_tuple(Mfa) end, Ours)
+           andalso only_ours(M, Ours) of
+           true -> [{M, '_', '_'}];
+           false -> Ours
+       end || {M, Ours} <- maps:to_list(ByModule)]).
+
+only_ours(M, Ours) ->
+    try M:module_info(functions) of
+        Functions ->
+            lists:all(fun({F, A}) ->
+                              lists:member({M, F, A}, Ours) orelse
+                                  erlang:trace_info({M, F, A}, traced) =:= {traced, false}
+                      end, Functions)
+    catch _:_ -> false
+    end.
 
 %% ---------------------------------------------------------------------------------
 %% The trace primitives: the node-wide legacy session on OTP 25/26, a session of
@@ -2397,14 +2441,16 @@ watcher_init(Relay, Module, Owner, Limits) ->
     watcher_loop(#{relay => Relay, mref => MRef, owner_ref => OwnerRef, module => Module,
                    owner => Owner, limits => Limits, patterns => #{}, flags => #{},
                    session => legacy, tripped => false, duty => 1.0, duty_on => true,
-                   next_guard => Now + 100, next_toggle => infinity}).
+                   bit => undefined, next_guard => Now + 100, next_toggle => infinity}).
 
 watcher_loop(W = #{relay := Relay, mref := MRef}) ->
     Now = erlang:monotonic_time(millisecond),
     Next = min(maps:get(next_guard, W), maps:get(next_toggle, W)),
     receive
-        {duty, D} ->
-            watcher_loop(retune(D, W));
+        {duty, off} ->
+            watcher_loop(retune(off, W));
+        {duty, D, Bit} ->
+            watcher_loop(retune(D, W#{bit := Bit}));
         {applied, P, F, S} ->
             watcher_loop(W#{patterns := P, flags := F, session := S});
         {limits, L} ->
@@ -2414,7 +2460,7 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
         {'DOWN', MRef, process, Relay, _Reason} ->
             #{session := Session, patterns := P, flags := F, module := Module} = W,
             remove_applied(Session, P, F),
-            set_duty_bit(false),
+            set_duty_bit(maps:get(bit, W), false),
             close_session(Session),
             unload(Module);
         {'DOWN', OwnerRef, process, _, _} when OwnerRef =:= map_get(owner_ref, W) ->
@@ -2423,7 +2469,7 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
             #{session := Session, patterns := P, flags := F, module := Module} = W,
             remove_applied(Session, P, F),
             exit(Relay, kill),
-            set_duty_bit(false),
+            set_duty_bit(maps:get(bit, W), false),
             close_session(Session),
             unload(Module)
     after max(0, Next - Now) ->
@@ -2433,7 +2479,7 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
 on_time(W = #{next_guard := G}) ->
     Now = erlang:monotonic_time(millisecond),
     W1 = case Now >= G of
-             true -> (guard(W))#{next_guard := Now + 100};
+             true -> reassert((guard(W))#{next_guard := Now + 100});
              false -> W
          end,
     case Now >= maps:get(next_toggle, W1) of
@@ -2442,22 +2488,29 @@ on_time(W = #{next_guard := G}) ->
     end.
 
 %% The duty bit is set for the kept share D of each 100 ms, cleared for the rest.
-retune(off, W) ->
-    set_duty_bit(false),
-    W#{duty := 1.0, duty_on := true, next_toggle := infinity};
-retune(D, W) when D >= 1.0 ->
-    set_duty_bit(true),
+retune(off, W = #{bit := Bit}) ->
+    set_duty_bit(Bit, false),
+    W#{duty := 1.0, duty_on := true, next_toggle := infinity, bit := undefined};
+retune(D, W = #{bit := Bit}) when D >= 1.0 ->
+    set_duty_bit(Bit, true),
     W#{duty := 1.0, duty_on := true, next_toggle := infinity};
 retune(D, W = #{duty := Old}) when D =:= Old -> W;
 retune(D, W) ->
     toggle(erlang:monotonic_time(millisecond), W#{duty := D, duty_on := false}).
 
-toggle(Now, W = #{duty := D, duty_on := false}) ->
-    set_duty_bit(true),
+toggle(Now, W = #{duty := D, duty_on := false, bit := Bit}) ->
+    set_duty_bit(Bit, true),
     W#{duty_on := true, next_toggle := Now + max(1, round(100 * D))};
-toggle(Now, W = #{duty := D, duty_on := true}) ->
-    set_duty_bit(false),
+toggle(Now, W = #{duty := D, duty_on := true, bit := Bit}) ->
+    set_duty_bit(Bit, false),
     W#{duty_on := false, next_toggle := Now + max(1, round(100 * (1 - D)))}.
+
+%% While it keeps all, the bit stays set, even if something else cleared it.
+reassert(W = #{tripped := false, bit := Bit, duty_on := true, next_toggle := infinity})
+  when is_integer(Bit) ->
+    set_duty_bit(Bit, true),
+    W;
+reassert(W) -> W.
 
 guard(W = #{tripped := true}) -> W;
 guard(W = #{relay := Relay, limits := L, patterns := P, flags := F}) ->
@@ -2475,8 +2528,9 @@ guard(W = #{relay := Relay, limits := L, patterns := P, flags := F}) ->
                         limit => Limit},
             erlang:send(maps:get(owner, W), {es_stopped, Reason, Details}, [nosuspend]),
             Relay ! {guard_tripped, Reason, Details},
-            set_duty_bit(false),
-            W#{tripped := true, patterns := #{}, flags := #{}, next_toggle := infinity}
+            set_duty_bit(maps:get(bit, W), false),
+            W#{tripped := true, patterns := #{}, flags := #{}, next_toggle := infinity,
+               bit := undefined}
     end.
 
 %% The relay's queue length, and its memory in MB counted whole.
