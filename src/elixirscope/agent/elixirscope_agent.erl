@@ -20,9 +20,9 @@
 %%     with the arity flag, and each pattern's {message, ...} body names what goes
 %%     (see clause_ms/3). A behaviour callback's state argument never goes; an
 %%     argument or value that turns out large stops going (elide_large_args/5,
-%%     time_only_if_large/6); under overload, hot functions inside traced calls
-%%     leave the trace (shed_hottest/1). Per-call cost then does not grow with the
-%%     size of the process state.
+%%     time_only_if_large/6); under overload, hot leaf functions leave the trace
+%%     (shed_hottest/1). Per-call cost then does not grow with the size of the
+%%     process state.
 %%   * Limits are checked every 100 ms and every 256 trace messages, whichever comes
 %%     first, so a count limit may be passed by up to 255 events.
 %%   * Limits are counted in the relay, on events it keeps (after sampling). A flood
@@ -30,8 +30,9 @@
 %%     the tracing at max_relay_memory_mb (the relay's memory counted whole, its
 %%     queue included) or max_queue_len, and the relay's max_heap_size (kill) is a
 %%     last resort above that. Adaptive sampling lowers the kept share as the kept
-%%     rate nears max_events_per_second, so the rate breaker trips only when
-%%     sampling has reached its floor.
+%%     rate nears max_events_per_second, and the sampling happens in the VM, on a
+%%     bit of the trace control word (duty_cycle/1), so skipped calls cost nothing;
+%%     the rate breaker trips only after a second at the sampling floor.
 %%   * Call tracing of a process ("calls" or "state" in trace_process) needs a pattern
 %%     on every function of the node (trace_pattern({'_','_','_'}, ...)), guarded to
 %%     the process; every global call in every process then passes a breakpoint
