@@ -201,6 +201,11 @@ def test_calls_to_other_processes_are_recorded_as_waits(
     with elixirscope.open_recording(path) as rec:
         origin = rec.traceback(found[0].caller.span_id if found[0].caller else 0).origin
     assert "its messages were not recorded" in origin and "--include messages" in origin
+    # Stepping by message says the same, instead of "no step further".
+    assert found[0].caller is not None
+    code, out, _ = run(capsys, "step", str(path), str(found[0].caller.span_id), "--by",
+                       "message")
+    assert code == 0 and "were not recorded" in out and "--include messages" in out
     assert found[1].duration is not None and found[1].duration >= 0.1
     rows = json_rows(capsys, "waits", str(path), "--pid", elixirscope.inspect(asker))
     assert [(r["callee"], r["outcome"], r["in"]) for r in rows] == [
