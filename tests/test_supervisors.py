@@ -82,6 +82,10 @@ def test_a_busy_supervisor_is_not_asked_for_its_state_and_is_left_unharmed(
     finally:
         bank.rpc("sys", "resume", [pid])
     assert bank.rpc("erlang", "whereis", [Atom("Elixir.Bank.TaskSupervisor")]) == pid
+    deadline = time.monotonic() + 5  # resumed, it handles the stray message first
+    while bank.rpc("erlang", "process_info", [pid, Atom("message_queue_len")])[1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     [idle] = supervisors_json(capsys, bank_node, "Bank.TaskSupervisor")
     assert idle["state"] == "read" and idle["children_count"] == 0
 

@@ -494,11 +494,14 @@ count_vm_skipped(Mfa, Refs, St = #st{duty = Bit, adaptive = A}) when is_integer(
     case maps:get(Mfa, St#st.adapt, #{}) of
         #{duty := _} ->
             Skipped = St#st.vm_skipped + (1 - A) / A,
-            Whole = trunc(Skipped),
-            Traces = lists:foldl(fun(R, Acc) -> bump_trace(R, sampled_out, Whole, Acc) end,
-                                 St#st.traces, Refs),
-            St#st{vm_skipped = Skipped - Whole, sampled_out = St#st.sampled_out + Whole,
-                  traces = Traces};
+            case trunc(Skipped) of
+                0 -> St#st{vm_skipped = Skipped};
+                Whole ->
+                    Traces = lists:foldl(fun(R, Acc) -> bump_trace(R, sampled_out, Whole, Acc)
+                                         end, St#st.traces, Refs),
+                    St#st{vm_skipped = Skipped - Whole,
+                          sampled_out = St#st.sampled_out + Whole, traces = Traces}
+            end;
         _ -> St
     end;
 count_vm_skipped(_, _, St) -> St.
@@ -1460,9 +1463,9 @@ probe(Relay, TRef, Pid, Timeout) ->
     Relay ! {es_own, self()},
     Result = case idle(Pid) of
                  false -> {unavailable, busy};
-                 true ->
+                 Loop ->
                      try sys:get_state(Pid, Timeout) of
-                         State -> probed(State)
+                         State -> probed(Loop, State)
                      catch
                          exit:{timeout, _} -> {unavailable, timeout};
                          exit:{noproc, _} -> {unavailable, noproc};
@@ -1471,29 +1474,31 @@ probe(Relay, TRef, Pid, Timeout) ->
              end,
     Relay ! {es_state_probe, TRef, Pid, erlang:monotonic_time(nanosecond), Result, self()}.
 
+%% The behaviour whose loop the process waits in, or false.
 idle(Pid) ->
     case erlang:process_info(Pid, [status, message_queue_len, current_function]) of
         [{status, waiting}, {message_queue_len, 0}, {current_function, {M, _, _}}] ->
-            lists:member(M, [gen_server, gen_statem, gen_event, gen_server2, p1_server]);
+            lists:member(M, [gen_server, gen_statem, gen_event, gen_server2, p1_server])
+                andalso M;
         _ -> false
     end.
 
 %% gen_server2 has no system_get_state: sys:get_state gives its whole loop state,
 %% #gs2_state{parent, name, state, mod, ...}, of which the callback state is the third
 %% field and the module it runs now the fourth.
-probed(S) when is_tuple(S), tuple_size(S) >= 5, element(1, S) =:= gs2_state,
-               is_atom(element(5, S)) ->
+probed(gen_server2, S) when is_tuple(S), tuple_size(S) >= 5, element(1, S) =:= gs2_state,
+                           is_atom(element(5, S)) ->
     {ok, element(4, S), [element(5, S)]};
 %% A gen_event manager's is its handlers, [{Module, Id, State}]: recorded as a map,
 %% module => state (see handler_state/4).
-probed(S = [{M, _, _} | _]) when is_atom(M) ->
+probed(gen_event, S) when is_list(S) ->
     case lists:all(fun(H) -> is_tuple(H) andalso tuple_size(H) =:= 3
                                  andalso is_atom(element(1, H)) end, S) of
         true -> {ok, maps:from_list([{Mod, HS} || {Mod, _, HS} <- S]),
                  [Mod || {Mod, _, _} <- S]};
         false -> {ok, S}
     end;
-probed(S) -> {ok, S}.
+probed(_, S) -> {ok, S}.
 
 %% At most Max processes started as M (gen_server or gen_statem callback module).
 processes_of(M, Max) ->
