@@ -403,8 +403,12 @@ on_call(Pid, Mfa, Args, Caller, Ends, Ts, St0) ->
     St = count_heat(Pid, Mfa, St0),
     {{Rate, WantArgs, Refs}, Routed0} = call_route(Mfa, Pid, St),
     {Role, Routed1} = state_on_call(Mfa, Pid, Args, Routed0),
-    Routed = count_vm_skipped(Mfa, Refs, Routed1),
-    case keep_call(Pid, Mfa, Rate, Ends, Caller, Routed) of
+    InVm = St#st.duty =/= false andalso is_map_key(duty, maps:get(Mfa, St#st.adapt, #{})),
+    Routed = case InVm of
+                 true -> count_vm_skipped(Refs, Routed1);
+                 false -> Routed1
+             end,
+    case keep_call(Pid, Mfa, Rate, InVm, Ends, Caller, Routed) of
         {false, St1} ->
             state_after_call(Role, Pid, Ts, Mfa, Args, Refs, sampled_out(Refs, St1));
         {true, St1} ->
@@ -490,27 +494,22 @@ keep(_Pid, Rate, St) ->
 %% Each call of a function the VM samples stands for the calls the VM skipped while
 %% the duty bit was clear: (1 - A) / A of them on average, A being the share kept.
 %% They count as sampled out (an estimate; the VM sends nothing for them).
-count_vm_skipped(Mfa, Refs, St = #st{duty = Bit, adaptive = A}) when is_integer(Bit), A < 1.0 ->
-    case maps:get(Mfa, St#st.adapt, #{}) of
-        #{duty := _} ->
-            Skipped = St#st.vm_skipped + (1 - A) / A,
-            case trunc(Skipped) of
-                0 -> St#st{vm_skipped = Skipped};
-                Whole ->
-                    Traces = lists:foldl(fun(R, Acc) -> bump_trace(R, sampled_out, Whole, Acc)
-                                         end, St#st.traces, Refs),
-                    St#st{vm_skipped = Skipped - Whole,
-                          sampled_out = St#st.sampled_out + Whole, traces = Traces}
-            end;
-        _ -> St
+count_vm_skipped(Refs, St = #st{adaptive = A}) when A < 1.0 ->
+    Skipped = St#st.vm_skipped + (1 - A) / A,
+    case trunc(Skipped) of
+        0 -> St#st{vm_skipped = Skipped};
+        Whole ->
+            Traces = lists:foldl(fun(R, Acc) -> bump_trace(R, sampled_out, Whole, Acc) end,
+                                 St#st.traces, Refs),
+            St#st{vm_skipped = Skipped - Whole, sampled_out = St#st.sampled_out + Whole,
+                  traces = Traces}
     end;
-count_vm_skipped(_, _, St) -> St.
+count_vm_skipped(_, St) -> St.
 
-%% A call of a function the VM samples (its pattern is guarded by the duty bit) was
-%% taken by the VM's sampling already: the relay keeps it.
-keep_call(Pid, Mfa, Rate, Ends, Caller, St) ->
-    {Keep, St1} = case St#st.duty =/= false
-                      andalso is_map_key(duty, maps:get(Mfa, St#st.adapt, #{})) of
+%% A call of a function the VM samples (InVm: its pattern is guarded by the duty
+%% bit) was taken by the VM's sampling already: the relay keeps it.
+keep_call(Pid, Mfa, Rate, InVm, Ends, Caller, St) ->
+    {Keep, St1} = case InVm of
                       true -> {Rate >= 1.0 orelse rand:uniform() < Rate, St};
                       false -> keep(Pid, Rate, St)
                   end,
