@@ -71,7 +71,7 @@ def main(argv: Sequence[str] = ()) -> None:
     args = parser.parse_args(list(argv))
     events = args.events or (QUICK_EVENTS if args.quick else EVENTS)
 
-    from elixirscope.recording.query import open_recording
+    from elixirscope.recordings import open_recording
 
     path = cache_path(events)
     if cached(path) is None:
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] = ()) -> None:
         print(f"building {path} (bench_recording_queries' recording) ...", flush=True)
         build(path, events)
     with open_recording(path) as rec:
-        one = rec._scalar
+        one = rec.scalar
         count, spans = one("SELECT count(*) FROM events"), one("SELECT count(*) FROM spans")
         print(f"recording: {path}; {count:,} events, {spans:,} spans; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {RUNS} runs each")

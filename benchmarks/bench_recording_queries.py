@@ -290,7 +290,7 @@ def main(argv: Sequence[str] = ()) -> None:
     args = parser.parse_args(list(argv))
     events = args.events or (QUICK_EVENTS if args.quick else EVENTS)
 
-    from elixirscope.recording.query import open_recording
+    from elixirscope.recordings import open_recording
 
     path = cache_path(events)
     info = None if args.rebuild else cached(path)
@@ -338,13 +338,13 @@ def main(argv: Sequence[str] = ()) -> None:
     rng = np.random.default_rng(11)
     with open_recording(path) as recording:
         recording.events(pid=1, limit=1)  # loads the small tables
-        pid_ids = list(recording._dims.pids)
-        start = recording._dims.start_wall_ns
-        offset = next(iter(recording._dims.offsets.values()))
+        pid_ids = list(recording.dims.pids)
+        start = recording.dims.start_wall_ns
+        offset = next(iter(recording.dims.offsets.values()))
         times, sizes, raw_times = [], [], []
         for _ in range(WINDOWS):
             pid_id = pid_ids[int(rng.integers(len(pid_ids)))]
-            pid = recording._dims.pids[pid_id][0]
+            pid = recording.dims.pids[pid_id][0]
             since = float(rng.uniform(0, SECONDS - 1))
             seconds, found = _timed(lambda p=pid, t=since: recording.events(
                 pid=p, since=t, until=t + 1))
@@ -367,7 +367,7 @@ def main(argv: Sequence[str] = ()) -> None:
 
         names = function_names()
         chosen = rng.choice(len(names), size=min(SPAN_FUNCTIONS, len(names)), replace=False)
-        mfa_ids = {mfa: mfa_id for mfa_id, mfa in recording._dims.functions.items()}
+        mfa_ids = {mfa: mfa_id for mfa_id, mfa in recording.dims.functions.items()}
         times, sizes, raw_times = [], [], []
         for index in chosen.tolist():
             module, function, arity = names[index]

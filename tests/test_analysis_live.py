@@ -22,8 +22,8 @@ import pytest
 
 import elixirscope
 from elixirscope.etf import Atom
-from elixirscope.recording.query import QueryError, Recording, open_recording
 from elixirscope.recording.results import Span
+from elixirscope.recordings import QueryError, Recording, open_recording
 from elixirscope.sample_nodes import BeamNode, start_sample
 
 pytestmark = pytest.mark.node

@@ -14,7 +14,7 @@ from elixirscope.analysis.literal import LiteralError, parse_term
 from elixirscope.etf import Atom, Pid, encode
 from elixirscope.recording.batch_builder import BatchBuilder
 from elixirscope.recording.offline import record_batches
-from elixirscope.recording.query import QueryError, Recording, open_recording
+from elixirscope.recordings import QueryError, Recording, open_recording
 
 MS = 1_000_000
 T0 = 5_000 * MS

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from elixirscope.recording.query import open_recording
+from elixirscope.recordings import open_recording
 from elixirscope.sample_nodes import BeamNode
 
 pytestmark = pytest.mark.node

@@ -22,11 +22,13 @@ import elixirscope
 from elixirscope.elixir_format import inspect
 from elixirscope.etf import Atom, Pid, Reference, encode
 from elixirscope.recording import query as query_module
+from elixirscope.recording import sql as sql_module
 from elixirscope.recording.batch_builder import BatchBuilder
 from elixirscope.recording.offline import record_batches
-from elixirscope.recording.query import QueryError, Recording, open_recording, search_tokens
+from elixirscope.recording.query import search_tokens
 from elixirscope.recording.store import RecordingError, put_meta
 from elixirscope.recording.timespec import TimeSpecError
+from elixirscope.recordings import QueryError, Recording, open_recording
 from elixirscope.tracing.events import TARGET_NOT_PID, TRUNCATED
 
 MS = 1_000_000
@@ -247,7 +249,7 @@ def test_text_search_finds_charlists_the_vm_encodes_element_by_element(
 
 def test_text_search_with_filters_limit_order_and_small_chunks(
         bank: Recording, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(query_module, "_SEARCH_CHUNK", 2)
+    monkeypatch.setattr(sql_module, "SEARCH_CHUNK", 2)
     assert seqs(bank.events(text="12345")) == [5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 18, 19]
     assert seqs(bank.events(text="12345", limit=4)) == [5, 6, 7, 8]
     assert seqs(bank.events(text="12345", limit=4, order="desc")) == [19, 18, 17, 13]

@@ -17,8 +17,8 @@ import pytest
 import elixirscope
 from cli_support import run
 from elixirscope.etf import Atom, Pid
-from elixirscope.recording.query import Recording
 from elixirscope.recording.state_diff import MISSING
+from elixirscope.recordings import Recording
 from elixirscope.sample_nodes import start_sample
 from tracing_support import erl
 
@@ -95,7 +95,7 @@ def recording(bank_session: Session) -> Iterator[Recording]:
 
 
 def at(recording: Recording, wall_ns: int) -> float:
-    return (wall_ns - recording._dims.start_wall_ns) / 1e9
+    return (wall_ns - recording.dims.start_wall_ns) / 1e9
 
 
 def pid_text(pid: Pid) -> str:

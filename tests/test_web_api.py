@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from elixirscope.cli.demo_command import _start_demo
-from elixirscope.recording.query import open_recording
+from elixirscope.recordings import open_recording
 from elixirscope.sample_nodes import start_sample
 from elixirscope.tracing.scope import attach
 from elixirscope.web.app import ROUTES, Session, UIServer

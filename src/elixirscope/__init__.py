@@ -14,7 +14,7 @@ from elixirscope.errors import (
     RemoteError,
     RpcTimeout,
 )
-from elixirscope.recording.query import Recording, open_recording
+from elixirscope.recordings import Recording, open_recording
 from elixirscope.tracing.events import TraceEvent
 from elixirscope.tracing.limits import Limits
 from elixirscope.tracing.scope import (

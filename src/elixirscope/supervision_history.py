@@ -14,8 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from elixirscope.recording.query import Recording
 from elixirscope.recording.results import Process
+from elixirscope.recordings import Recording
 
 _SUPERVISOR_CALLS = (":supervisor.", ":supervisor2.")
 

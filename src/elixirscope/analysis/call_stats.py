@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from elixirscope.analysis.results import FunctionStats
-from elixirscope.recording import query
+from elixirscope.errors import QueryError
+from elixirscope.recording import sql
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
     from elixirscope.recording.timespec import TimeSpec
 
 SORTS = ("acc", "own", "count", "mean", "p50", "p95", "p99", "max")
@@ -64,7 +65,7 @@ _BY = {"function": "mfa_id", "process": "mfa_id, pid_id", "name": "mfa_id, who"}
 BYS = tuple(_BY)
 
 
-def call_stats(rec: Recording, module: str | None = None, function: str | None = None,
+def call_stats(rec: RecordingQueries, module: str | None = None, function: str | None = None,
                pid: str | int | None = None, since: TimeSpec | None = None,
                until: TimeSpec | None = None, sort: str = "acc",
                limit: int | None = None, by: str = "function") -> list[FunctionStats]:
@@ -75,22 +76,22 @@ def call_stats(rec: Recording, module: str | None = None, function: str | None =
     first (acc, own, count, mean, p50, p95, p99 or max). ``since``/``until`` keep the
     calls that started in the window."""
     if sort not in SORTS:
-        raise query.QueryError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+        raise QueryError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
     if by not in _BY:
-        raise query.QueryError(f"by is one of {', '.join(BYS)}, not {by!r}")
-    where = query._Where()
-    where.within("s.pid_id", rec._pid_ids(pid) if pid is not None else None)
-    where.within("s.mfa_id", rec._mfa_ids(module, function))
-    rec._time_range(where, query._SPAN_START, since, until, raw="s.start_ts")
+        raise QueryError(f"by is one of {', '.join(BYS)}, not {by!r}")
+    where = sql.Where()
+    where.within("s.pid_id", rec.pid_ids(pid) if pid is not None else None)
+    where.within("s.mfa_id", rec.mfa_ids(module, function))
+    rec.time_range(where, sql.SPAN_START, since, until, raw="s.start_ts")
     children = _CHOSEN_CHILDREN if where.clauses else _ALL_CHILDREN
     if by != "process":
         children = (f"SELECT {_BY[by]}, sum(child_ns) AS child_ns FROM ({children}) "
                     f"GROUP BY {_BY[by]}")
-    sql = _SQL.format(where=where.sql(), children=children, sort=sort, key=_BY[by],
-                      limit=query._limit(limit))
-    dims = rec._dims
+    text = _SQL.format(where=where.sql(), children=children, sort=sort, key=_BY[by],
+                       limit=sql.limit_sql(limit))
+    dims = rec.dims
     found = []
-    for row in rec.con.execute(sql, where.params).fetchall():
+    for row in rec.con.execute(text, where.params).fetchall():
         keys = 1 if by == "function" else 2
         processes, count, open_, acc, own, low, mean, p50, p95, p99, high = row[keys:]
         module_name, function_name, arity = dims.functions[row[0]]

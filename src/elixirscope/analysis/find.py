@@ -24,15 +24,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from elixirscope.errors import ETFDecodeError, ETFEncodeError
+from elixirscope.errors import ETFDecodeError, ETFEncodeError, QueryError
 from elixirscope.etf import Atom, ImproperList, PairMap, Pid, Port, Reference, decode
 from elixirscope.etf.encoder import encode_body
 from elixirscope.etf.tags import LIST, MAP, NIL, STRING
-from elixirscope.recording import query
+from elixirscope.recording import sql
 from elixirscope.recording.results import Event
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
     from elixirscope.recording.timespec import TimeSpec
 
 Predicate = Callable[[Any], bool]
@@ -42,7 +42,7 @@ _CUT = None
 _HOLDS = "contains(payload::VARCHAR, ?::BLOB::VARCHAR)"
 
 
-def find(rec: Recording, what: Any, *, pid: str | int | None = None,
+def find(rec: RecordingQueries, what: Any, *, pid: str | int | None = None,
          module: str | None = None, function: str | None = None,
          kind: str | Iterable[str] | None = None, since: TimeSpec | None = None,
          until: TimeSpec | None = None, limit: int | None = 1000,
@@ -51,8 +51,8 @@ def find(rec: Recording, what: Any, *, pid: str | int | None = None,
     ``what`` (a term, or a ``str``/``bytes`` to find inside binaries), or, if ``what``
     is callable, a subterm for which ``what(subterm)`` is true; at most ``limit``.
     Each event's ``span_id`` is the traced call it happened in."""
-    where = rec._event_filter(pid, module, function, kind, since, until)
-    direction = query._direction(order)
+    where = rec.event_filter(pid, module, function, kind, since, until)
+    direction = sql.direction(order)
     if not callable(what) and type(what) is not str:
         what = _binaries(what)
     test = what if callable(what) else contains(what)
@@ -69,28 +69,28 @@ def find(rec: Recording, what: Any, *, pid: str | int | None = None,
     if limit == 0:
         return found
     with rec.con.cursor() as cur:
-        cur.execute(query._event_sql(where, direction), where.params)
-        while rows := cur.fetchmany(query._SEARCH_CHUNK):
+        cur.execute(sql.event_sql(where, direction), where.params)
+        while rows := cur.fetchmany(sql.SEARCH_CHUNK):
             for row in rows:
                 try:
                     value = decode(bytes(row[12]))
                 except ETFDecodeError:
                     continue
                 if any(test(sub) for sub in subterms(value)):
-                    found.append(rec._event(row))
+                    found.append(rec.event_of_row(row))
                     if len(found) == limit:
                         return found
     return found
 
 
-def recorded_pid(rec: Recording, spec: str | int) -> Pid:
+def recorded_pid(rec: RecordingQueries, spec: str | int) -> Pid:
     """The pid term of a recorded process (``#PID<0.5.0>``, a registered name or a
     ``pid_id``), as the recording stored it."""
-    pid_id = rec._pid_ids(spec)[0]
+    pid_id = rec.pid_ids(spec)[0]
     row = rec.con.execute("SELECT term FROM pids WHERE pid_id = ?", [pid_id]).fetchone()
     term = decode(bytes(row[0])) if row else None
     if not isinstance(term, Pid):
-        raise query.QueryError(f"the recording holds no pid term for {spec}")
+        raise QueryError(f"the recording holds no pid term for {spec}")
     return term
 
 

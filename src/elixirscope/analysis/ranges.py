@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from elixirscope.analysis.results import RangeNode
-from elixirscope.recording import query
+from elixirscope.errors import QueryError
+from elixirscope.recording import sql
 from elixirscope.recording.results import Event, Span
 from elixirscope.tracing.events import KIND_CODES
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
 
 MESSAGE_KINDS = ("send", "send_to_dead", "receive")
 # Always shown: what changes a process's relations.
@@ -21,25 +22,25 @@ LIFE_KINDS = ("spawn", "spawned", "exit", "link", "unlink", "getting_linked",
               "getting_unlinked", "register", "unregister")
 
 
-def call_range(rec: Recording, span: Span | int, max_depth: int | None = None,
+def call_range(rec: RecordingQueries, span: Span | int, max_depth: int | None = None,
                messages: bool = False, limit: int = 10_000) -> RangeNode:
     """The tree under ``span`` (a ``Span`` or its id): calls at most ``max_depth``
     levels below it, at most ``limit`` of them (in call order); with ``messages`` the
     sends and receives too. Spawns, exits, links and registrations are always there."""
     root = span if isinstance(span, Span) else rec.span(span)
     if max_depth is not None and max_depth < 0:
-        raise query.QueryError(f"max_depth must be 0 or more, not {max_depth}")
+        raise QueryError(f"max_depth must be 0 or more, not {max_depth}")
     row = rec.con.execute("SELECT end_seq FROM spans WHERE span_id = ?",
                           [root.span_id]).fetchone()
     end = row[0] if row else None
-    where = query._Where()
+    where = sql.Where()
     where.add("s.pid_id = ?", root.pid_id)
     where.add("s.span_id > ?", root.span_id)
     if end is not None:
         where.add("s.span_id < ?", end)
     if max_depth is not None:
         where.add("s.depth <= ?", root.depth + max_depth)
-    spans = rec._spans(where, "s.span_id", limit + 1)
+    spans = rec.spans_where(where, "s.span_id", limit + 1)
     over_limit = len(spans) > limit
     spans = [root, *spans[:limit]]
     ends = _ends(rec, [s.span_id for s in spans])
@@ -49,21 +50,21 @@ def call_range(rec: Recording, span: Span | int, max_depth: int | None = None,
     if end is not None:
         clauses.append("seq < ?")
         params.append(end)
-    events = [rec._event(r) for r in rec._event_rows(query._Where(), "ASC", None, *clauses,
+    events = [rec.event_of_row(r) for r in rec.event_rows(sql.Where(), "ASC", None, *clauses,
                                                      params=params)]
     return _tree(rec, spans, ends, events, root.depth + max_depth
                  if max_depth is not None else None, over_limit)
 
 
-def _ends(rec: Recording, span_ids: list[int]) -> dict[int, int | None]:
-    where = query._Where()
+def _ends(rec: RecordingQueries, span_ids: list[int]) -> dict[int, int | None]:
+    where = sql.Where()
     where.within("span_id", span_ids)
     rows = rec.con.execute(f"SELECT span_id, end_seq FROM spans {where.sql()}",
                            where.params).fetchall()
     return dict(rows)
 
 
-def _tree(rec: Recording, spans: list[Span], ends: dict[int, int | None],
+def _tree(rec: RecordingQueries, spans: list[Span], ends: dict[int, int | None],
           events: list[Event], deepest: int | None, over_limit: bool) -> RangeNode:
     """Each event goes to the innermost span that holds it (by seq); nodes are built
     from the last call to the first, so every child exists before its parent."""
@@ -100,10 +101,10 @@ def _tree(rec: Recording, spans: list[Span], ends: dict[int, int | None],
     return nodes[spans[0].span_id]
 
 
-def _has_hidden_children(rec: Recording, span_ids: list[int]) -> set[int]:
+def _has_hidden_children(rec: RecordingQueries, span_ids: list[int]) -> set[int]:
     if not span_ids:
         return set()
-    where = query._Where()
+    where = sql.Where()
     where.within("parent_span_id", span_ids)
     rows = rec.con.execute(f"SELECT DISTINCT parent_span_id FROM spans {where.sql()}",
                            where.params).fetchall()

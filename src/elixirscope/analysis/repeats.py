@@ -21,10 +21,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from elixirscope.analysis.results import RepeatedTree
-from elixirscope.recording import query
+from elixirscope.errors import QueryError
+from elixirscope.recording import sql
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
     from elixirscope.recording.timespec import TimeSpec
 
 _TABLES = ("rt_base", "rt_cand", "rt_level", "rt_next", "rt_all")
@@ -87,7 +88,7 @@ ORDER BY wasted DESC, g.ids[1]{limit}
 """
 
 
-def repeated_call_trees(rec: Recording, min_count: int = 2, min_size: int = 1,
+def repeated_call_trees(rec: RecordingQueries, min_count: int = 2, min_size: int = 1,
                         module: str | None = None, function: str | None = None,
                         pid: str | int | None = None, since: TimeSpec | None = None,
                         until: TimeSpec | None = None, limit: int | None = 20,
@@ -97,14 +98,14 @@ def repeated_call_trees(rec: Recording, min_count: int = 2, min_size: int = 1,
     subtrees' root function; ``pid`` and ``since``/``until`` (call start) the calls
     looked at."""
     if min_count < 2:
-        raise query.QueryError(f"min_count must be at least 2, not {min_count}")
+        raise QueryError(f"min_count must be at least 2, not {min_count}")
     if min_size < 1:
-        raise query.QueryError(f"min_size must be at least 1, not {min_size}")
-    roots = rec._mfa_ids(module, function)
-    where = query._Where()
+        raise QueryError(f"min_size must be at least 1, not {min_size}")
+    roots = rec.mfa_ids(module, function)
+    where = sql.Where()
     where.add("s.outcome IN ('return', 'exception')")
-    where.within("s.pid_id", rec._pid_ids(pid) if pid is not None else None)
-    rec._time_range(where, query._SPAN_START, since, until, raw="s.start_ts")
+    where.within("s.pid_id", rec.pid_ids(pid) if pid is not None else None)
+    rec.time_range(where, sql.SPAN_START, since, until, raw="s.start_ts")
     con = rec.con
     try:
         con.execute(_BASE.format(where=where.sql()), where.params)
@@ -119,19 +120,19 @@ def repeated_call_trees(rec: Recording, min_count: int = 2, min_size: int = 1,
                 con.execute(_LEVEL, [depth])
                 con.execute("INSERT INTO rt_all FROM rt_next")
                 con.execute("CREATE OR REPLACE TEMP TABLE rt_level AS FROM rt_next")
-        where_roots = query._Where()
+        where_roots = sql.Where()
         where_roots.within("g.mfa_id", roots)
-        sql = _GROUPS.format(roots=" AND " + " AND ".join(where_roots.clauses)
-                             if roots is not None else "", limit=query._limit(limit))
-        rows = con.execute(sql, [max_span_ids, min_count, min_size,
+        text = _GROUPS.format(roots=" AND " + " AND ".join(where_roots.clauses)
+                              if roots is not None else "", limit=sql.limit_sql(limit))
+        rows = con.execute(text, [max_span_ids, min_count, min_size,
                                  *where_roots.params]).fetchall()
     finally:
         for table in _TABLES:
             con.execute(f"DROP TABLE IF EXISTS {table}")
-    where_examples = query._Where()
+    where_examples = sql.Where()
     where_examples.within("s.span_id", [row[6][0] for row in rows])
     examples = {span.span_id: span for span in
-                rec._spans(where_examples, "s.span_id", None)} if rows else {}
+                rec.spans_where(where_examples, "s.span_id", None)} if rows else {}
     return [RepeatedTree(example=examples[ids[0]], count=count, size=int(size),
                          mean=mean / 1e9, total=total / 1e9, wasted=wasted / 1e9,
                          span_ids=tuple(ids))

@@ -17,37 +17,36 @@ from elixirscope.analysis.find import same
 from elixirscope.analysis.results import RerunResult
 from elixirscope.beam_names import function_atom, module_atom
 from elixirscope.elixir_format import inspect
-from elixirscope.errors import RemoteError
+from elixirscope.errors import QueryError, RemoteError
 from elixirscope.etf import Atom, decode
-from elixirscope.recording import query
 from elixirscope.recording.results import Span
 
 if TYPE_CHECKING:
     from elixirscope.dist.node import Node
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
 
 MAX_DIFFERENCES = 20
 # Arguments the agent left out of a recorded call (see elixir_format.MARKERS).
 ELIDED = (Atom("$state"), Atom("$elided"), Atom("$not_recorded"))
 
 
-def rerun(rec: Recording, span: Span | int, node: Node, *,
+def rerun(rec: RecordingQueries, span: Span | int, node: Node, *,
           timeout: float = 15.0) -> RerunResult:
     """Calls ``span``'s function on ``node`` with its recorded arguments (SIDE EFFECTS:
     the call really runs) and compares the result with the recorded one."""
     found = span if isinstance(span, Span) else rec.span(span)
     if found.outcome not in ("return", "exception") or found.result_payload is None:
-        raise query.QueryError(f"span {found.span_id} ({found.mfa}) has no recorded result "
+        raise QueryError(f"span {found.span_id} ({found.mfa}) has no recorded result "
                                f"to compare with: it ended by {found.outcome}")
     if rec.event(found.span_id).truncated:
-        raise query.QueryError(f"the arguments of span {found.span_id} were cut to the "
+        raise QueryError(f"the arguments of span {found.span_id} were cut to the "
                                "recording's max_term_bytes, so the call cannot be repeated")
     args = decode(found.args_payload)
     if not isinstance(args, list) or len(args) != found.arity:
-        raise query.QueryError(f"span {found.span_id} did not record its arguments "
+        raise QueryError(f"span {found.span_id} did not record its arguments "
                                "(trace the function with arguments to re-run it)")
     if any(marker in args for marker in ELIDED):
-        raise query.QueryError(f"span {found.span_id} ({found.mfa}) did not record all its "
+        raise QueryError(f"span {found.span_id} ({found.mfa}) did not record all its "
                                "arguments (a process state, or one too large to ship), so "
                                "the call cannot be repeated")
     recorded = decode(found.result_payload)
@@ -59,7 +58,7 @@ def rerun(rec: Recording, span: Span | int, node: Node, *,
         exported = node.rpc("erlang", "function_exported", [module, function, found.arity],
                             timeout=timeout)
     if exported is not True:
-        raise query.QueryError(f"{found.mfa} is not exported on {node.name} (a local "
+        raise QueryError(f"{found.mfa} is not exported on {node.name} (a local "
                                "function, or a module not loaded there): it cannot be "
                                "called from outside, so nothing was run")
     try:

@@ -15,23 +15,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from elixirscope.recording import query
+from elixirscope.errors import QueryError
+from elixirscope.recording import sql
 from elixirscope.recording.results import Event
 from elixirscope.tracing.events import KIND_CODES
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
 
 WAYS = ("process", "span", "message")
 _MESSAGES = (KIND_CODES["send"], KIND_CODES["send_to_dead"], KIND_CODES["receive"])
 
 
-def step(rec: Recording, event: Event | int, by: str = "process",
+def step(rec: RecordingQueries, event: Event | int, by: str = "process",
          forward: bool = True) -> Event | None:
     """The event one step from ``event`` (an ``Event`` or its seq), or ``None`` at the
     end of the way."""
     if by not in WAYS:
-        raise query.QueryError(f"by must be one of {', '.join(WAYS)}, not {by!r}")
+        raise QueryError(f"by must be one of {', '.join(WAYS)}, not {by!r}")
     here = event if isinstance(event, Event) else rec.event(event)
     if by == "message":
         jumped = _follow(rec, here, forward)
@@ -56,31 +57,31 @@ def step(rec: Recording, event: Event | int, by: str = "process",
                       params=[here.pid_id, level, level])
 
 
-def _neighbour(rec: Recording, here: Event, forward: bool, *clauses: str,
+def _neighbour(rec: RecordingQueries, here: Event, forward: bool, *clauses: str,
                params: list[object]) -> Event | None:
     sign, direction = (">", "ASC") if forward else ("<", "DESC")
-    rows = rec._event_rows(query._Where(), direction, 1, *clauses,
+    rows = rec.event_rows(sql.Where(), direction, 1, *clauses,
                            f"(hlc, seq) {sign} (?, ?)", params=[*params, here.hlc, here.seq])
-    return rec._event(rows[0]) if rows else None
+    return rec.event_of_row(rows[0]) if rows else None
 
 
-def _follow(rec: Recording, here: Event, forward: bool) -> Event | None:
+def _follow(rec: RecordingQueries, here: Event, forward: bool) -> Event | None:
     if forward and here.kind in ("send", "send_to_dead") and here.message_id is not None:
-        message = rec._message(here.message_id)
+        message = rec.message_by_id(here.message_id)
         return None if message is None or message.receive_seq is None else \
             rec.event(message.receive_seq)
     if forward and here.kind == "receive" and here.message_id is not None:
-        message = rec._message(here.message_id)
+        message = rec.message_by_id(here.message_id)
         return None if message is None or message.handler_span_id is None else \
             rec.event(message.handler_span_id)
     if not forward and here.kind == "receive" and here.message_id is not None:
-        message = rec._message(here.message_id)
+        message = rec.message_by_id(here.message_id)
         if message is not None and message.send_seq not in (None, here.seq):
             return rec.event(message.send_seq)
     if not forward and here.kind == "call" and here.span_id == here.seq:
-        span = rec._span_or_none(here.seq)
+        span = rec.span_or_none(here.seq)
         message = None if span is None or span.trigger_message_id is None else \
-            rec._message(span.trigger_message_id)
+            rec.message_by_id(span.trigger_message_id)
         if message is not None and message.receive_seq is not None:
             return rec.event(message.receive_seq)
     return None

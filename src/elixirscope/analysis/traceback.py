@@ -17,17 +17,16 @@ from elixirscope.analysis.results import Traceback, TracebackLink
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom, Pid
-from elixirscope.recording import query
-from elixirscope.recording.results import Event, Message, Span, payload_value
+from elixirscope.recording.results import Event, Message, Span, payload_value, shorten
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
 
 MAX_FRAMES = 1000
 EXIT = Atom("exit")
 
 
-def traceback(rec: Recording, event: Event | int, max_links: int = 50) -> Traceback:
+def traceback(rec: RecordingQueries, event: Event | int, max_links: int = 50) -> Traceback:
     """The traceback of ``event`` (an ``Event`` or its seq), at most ``max_links``
     processes long."""
     current = event if isinstance(event, Event) else rec.event(event)
@@ -65,7 +64,7 @@ def traceback(rec: Recording, event: Event | int, max_links: int = 50) -> Traceb
     return Traceback(tuple(links), origin)
 
 
-def _exit_cause(rec: Recording, exit_event: Event) -> tuple[Event | None, str]:
+def _exit_cause(rec: RecordingQueries, exit_event: Event) -> tuple[Event | None, str]:
     """Why a process exited: the exception raised in it last before its exit, or else
     the exit, just before, of a process linked to it with the same reason (an exit
     signal it did not trap). The last message it received says nothing of that."""
@@ -91,7 +90,7 @@ def _exit_cause(rec: Recording, exit_event: Event) -> tuple[Event | None, str]:
                    f"{_short(other.text)}")
 
 
-def _innermost(rec: Recording, raised: Event) -> Event:
+def _innermost(rec: RecordingQueries, raised: Event) -> Event:
     """The exception where ``raised`` began: the same exception leaves each traced
     call it passes through, innermost first."""
     while raised.span_id is not None:
@@ -112,7 +111,7 @@ _CALLERS = frozenset({"gen", "gen_server", "Elixir.GenServer", "gen_statem", "ge
                       "gen_server2", "p1_server", "Elixir.Task", "supervisor"})
 
 
-def _callee_exit(rec: Recording, event: Event,
+def _callee_exit(rec: RecordingQueries, event: Event,
                  stack: tuple[Span, ...]) -> tuple[Event | None, str]:
     """For an exit, or an exception of class exit, that a call to another process
     raised because the callee died (the caller was monitoring it, not linked): the
@@ -137,7 +136,7 @@ def _callee_exit(rec: Recording, event: Event,
     if target is None:
         return None, ""
     try:
-        ids = rec._pid_ids(inspect(target) if isinstance(target, Pid) else str(target))
+        ids = rec.pid_ids(inspect(target) if isinstance(target, Pid) else str(target))
     except QueryError:
         return None, ""
     marks = ",".join("?" * len(ids))
@@ -155,7 +154,7 @@ def _callee_exit(rec: Recording, event: Event,
     return None, ""
 
 
-def _trigger(rec: Recording, event: Event,
+def _trigger(rec: RecordingQueries, event: Event,
              stack: tuple[Span, ...]) -> tuple[Message | None, str]:
     """The message that started the event's outermost traced call, and what to say if
     there is none."""
@@ -163,7 +162,7 @@ def _trigger(rec: Recording, event: Event,
     if stack:
         outer = stack[-1]
         if outer.trigger_message_id is not None:
-            return rec._message(outer.trigger_message_id), ""
+            return rec.message_by_id(outer.trigger_message_id), ""
         if not rec.messages_recorded(event.pid_id):
             return None, (f"{outer.call} on {who}; its messages were not recorded (record "
                           f"with --trace-process {event.pid} --include messages to see what "
@@ -173,10 +172,10 @@ def _trigger(rec: Recording, event: Event,
                           "recording (its request is in the arguments)")
         return None, f"{outer.call} on {who}, with no message received before it"
     if event.kind == "receive" and event.message_id is not None:
-        return rec._message(event.message_id), ""
-    step = rec._before(event)
+        return rec.message_by_id(event.message_id), ""
+    step = rec.last_receive_before(event)
     if step is not None and step.event.kind == "receive" and step.event.message_id:
-        return rec._message(step.event.message_id), ""
+        return rec.message_by_id(step.event.message_id), ""
     if step is not None:
         return None, f"{who}, {step.relation}"
     if not rec.messages_recorded(event.pid_id):
@@ -189,9 +188,9 @@ def _trigger(rec: Recording, event: Event,
 CALLBACKS = ("handle_call", "handle_cast", "handle_info")
 
 
-def _who(rec: Recording, pid_id: int) -> str:
-    return rec._dims.label(pid_id)
+def _who(rec: RecordingQueries, pid_id: int) -> str:
+    return rec.dims.label(pid_id)
 
 
 def _short(text: str) -> str:
-    return query._short(text)
+    return shorten(text)

@@ -28,8 +28,8 @@ from elixirscope.cli.recording_commands import (
     event_json,
 )
 from elixirscope.dist.node import connect
-from elixirscope.recording.query import open_recording
 from elixirscope.recording.results import Span
+from elixirscope.recordings import open_recording
 from elixirscope.tracing.events import KIND_CODES
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -21,7 +21,7 @@ from elixirscope.cli.ui_command import (
 )
 from elixirscope.dist.node import Node
 from elixirscope.etf import Atom, Pid
-from elixirscope.recording.query import open_recording
+from elixirscope.recordings import open_recording
 from elixirscope.sample_nodes import start_sample
 from elixirscope.tracing.scope import Scope, attach
 from elixirscope.web.model import View

@@ -11,9 +11,9 @@ import click
 from elixirscope.cli import output
 from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option
-from elixirscope.recording.query import Recording, open_recording
 from elixirscope.recording.results import Event, Span
 from elixirscope.recording.timespec import TimeSpecError, duration_seconds, wall_ns
+from elixirscope.recordings import Recording, open_recording
 from elixirscope.tracing.events import KIND_CODES
 
 F = TypeVar("F", bound=Callable[..., Any])

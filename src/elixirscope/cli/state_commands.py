@@ -15,9 +15,9 @@ from elixirscope.cli.options import json_option
 from elixirscope.cli.recording_commands import _process, _time
 from elixirscope.elixir_format import inspect
 from elixirscope.etf import Atom
-from elixirscope.recording.query import open_recording
 from elixirscope.recording.state_diff import MISSING
 from elixirscope.recording.state_results import StateTransition
+from elixirscope.recordings import open_recording
 
 _PID_HELP = "PID is #PID<0.123.0>, <0.123.0>, a registered name (Bank.Ledger) or a pid_id."
 

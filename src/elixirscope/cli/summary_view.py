@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elixirscope.cli import output
-from elixirscope.recording.query import Recording
+from elixirscope.recordings import Recording
 
 _CRASHES_SHOWN = 3
 _TEXT = 110

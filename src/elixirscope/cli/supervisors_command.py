@@ -10,7 +10,7 @@ from rich.table import Table
 from elixirscope.cli import output
 from elixirscope.cli.options import json_option
 from elixirscope.dist.node import connect
-from elixirscope.recording.query import open_recording
+from elixirscope.recordings import open_recording
 from elixirscope.supervision_history import SupervisorHistory, recorded_supervisors
 from elixirscope.supervisors import NoSupervisor, Supervisor, live_supervisors
 

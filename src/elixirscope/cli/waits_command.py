@@ -10,7 +10,7 @@ from elixirscope.cli import output
 from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option
 from elixirscope.cli.recording_commands import _process
-from elixirscope.recording.query import open_recording
+from elixirscope.recordings import open_recording
 
 
 @click.command()

@@ -1,4 +1,6 @@
-"""Questions asked of a finished recording: ``open_recording(path) -> Recording``.
+"""The stored questions of a finished recording: events, spans, messages, processes,
+causes, waits and time travel (``RecordingQueries``). The analyses and findings built on
+these live above them (``elixirscope.recordings.Recording`` brings them together).
 
 A recording whose recorder never finished (killed, or the machine went down) has no
 derived tables yet; opening it builds them in place (``Recording.recovered``). Every
@@ -21,33 +23,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import duckdb
 
-from elixirscope.analysis import (
-    FunctionStats,
-    RangeNode,
-    RepeatedTree,
-    RerunResult,
-    Traceback,
-)
-from elixirscope.analysis import call_stats as _call_stats
-from elixirscope.analysis import find as _find
-from elixirscope.analysis import ranges as _ranges
-from elixirscope.analysis import repeats as _repeats
-from elixirscope.analysis import rerun as _rerun
-from elixirscope.analysis import stepping as _stepping
-from elixirscope.analysis import traceback as _traceback
 from elixirscope.beam_names import function_atom, module_atom, module_display
-from elixirscope.dist.node import Node
 from elixirscope.elixir_format import register_records
 from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom, encode
-from elixirscope.recording import correlate, store
+from elixirscope.recording import correlate, sql, store
 from elixirscope.recording import waits as _waits
 from elixirscope.recording.results import (
-    EVENT_COLUMNS,
     CauseStep,
     Event,
     Message,
@@ -57,6 +43,18 @@ from elixirscope.recording.results import (
     mfa_text,
     payload_text,
     payload_value,
+    shorten,
+)
+from elixirscope.recording.sql import (
+    MESSAGE_COLUMNS,
+    MESSAGE_TIME,
+    SPAN_COLUMNS,
+    SPAN_START,
+    Where,
+    direction,
+    event_sql,
+    kind_codes,
+    limit_sql,
 )
 from elixirscope.recording.state_diff import StateDiff
 from elixirscope.recording.state_results import FieldChange, Replay, StateTransition
@@ -65,20 +63,12 @@ from elixirscope.recording.timetravel import TimeTravel
 from elixirscope.recording.waits import Wait
 from elixirscope.tracing.events import KIND_CODES
 
-__all__ = ["QueryError", "Recording", "open_recording"]
+__all__ = ["QueryError", "RecordingQueries", "open_store"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_Q = TypeVar("_Q", bound="RecordingQueries")
 
-_SPAN_COLUMNS = ("s.span_id, s.node_id, s.pid_id, s.mfa_id, s.depth, s.parent_span_id, "
-                 "s.start_ts, s.end_ts, s.duration_ns, s.outcome, s.correlation_id, "
-                 "s.trigger_message_id, s.end_seq")
-_SPAN_START = "s.start_ts + coalesce(n.time_offset_ns, 0)"
-_MESSAGE_COLUMNS = ("m.message_id, m.node_id, m.send_seq, m.receive_seq, m.sender_pid_id, "
-                    "m.receiver_pid_id, m.target, m.sent_ts, m.received_ts, m.handled_ts, "
-                    "m.queue_ns, m.to_dead, m.send_span_id, m.handler_span_id")
-_MESSAGE_TIME = "coalesce(m.sent_ts, m.received_ts) + coalesce(n.time_offset_ns, 0)"
-_SEARCH_CHUNK = 2000
 # Letter runs that inspect() prints around a term's own data (#PID<...>,
 # MapSet.new(...), Date.range(...), <<1::size(3)>>, ...): not in the ETF bytes.
 _DECORATIONS = frozenset({"PID", "Reference", "Port", "Function", "new", "range", "parse",
@@ -93,15 +83,16 @@ _FUNCTION_SPEC = re.compile(r"^(.+?)(?:/(\d+))?$")
 _NORMAL, _SHUTDOWN = Atom("normal"), Atom("shutdown")
 
 
-def open_recording(path: str | Path) -> Recording:
-    """Opens a recording for queries (read-only). A recording that was never finalized
-    is finalized first, in place, unless another process is still writing it."""
+def open_store(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, bool]:
+    """A read-only connection to a recording, and whether opening it had to finalize it
+    first, in place (a recording whose recorder never finished; ``RecordingError``
+    while another process still writes it)."""
     target = Path(path)
     con = store.open_file(target)
     with store.reading(target):
         finalized = store.read_meta(con).get("finalized") is True
     if finalized:
-        return Recording(con, target)
+        return con, False
     con.close()
     con = store.open_file(target, read_only=False)
     try:
@@ -109,14 +100,13 @@ def open_recording(path: str | Path) -> Recording:
             correlate.finalize(con)
     finally:
         con.close()
-    return Recording(store.open_file(target), target, recovered=True)
+    return store.open_file(target), True
 
 
-def _reads(method: Callable[Concatenate[Recording, _P], _R]
-           ) -> Callable[Concatenate[Recording, _P], _R]:
+def reads(method: Callable[Concatenate[_Q, _P], _R]) -> Callable[Concatenate[_Q, _P], _R]:
     """DuckDB errors while the method reads become one-sentence ``RecordingError``s."""
     @functools.wraps(method)
-    def wrapper(self: Recording, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def wrapper(self: _Q, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with store.reading(self.path):
             return method(self, *args, **kwargs)
     return wrapper
@@ -159,27 +149,9 @@ class _Dimensions:
         return None if ts is None or node_id is None else self.at(ts, node_id)
 
 
-class _Where:
-    """A WHERE clause put together from optional filters."""
-
-    def __init__(self) -> None:
-        self.clauses: list[str] = []
-        self.params: list[Any] = []
-
-    def add(self, clause: str, *params: Any) -> None:
-        self.clauses.append(clause)
-        self.params.extend(params)
-
-    def within(self, column: str, ids: Sequence[int] | None) -> None:
-        if ids is not None:
-            self.add(f"{column} IN (SELECT unnest(?::BIGINT[]))", list(ids))
-
-    def sql(self, *extra: str) -> str:
-        clauses = [*self.clauses, *extra]
-        return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
-class Recording:
+class RecordingQueries:
     """An open recording (``open_recording``); a context manager, or call ``close()``.
     ``recovered`` is true when the recording had not been finalized (its recorder
     was killed) and opening it did so."""
@@ -196,7 +168,7 @@ class Recording:
     def close(self) -> None:
         self.con.close()
 
-    def __enter__(self) -> Recording:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -204,7 +176,7 @@ class Recording:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Recording {self.path}>"
+        return f"<{type(self).__name__} {self.path}>"
 
     @functools.cached_property
     def meta(self) -> dict[str, Any]:
@@ -213,7 +185,7 @@ class Recording:
             return store.read_meta(self.con)
 
     @functools.cached_property
-    def _dims(self) -> _Dimensions:
+    def dims(self) -> _Dimensions:
         with store.reading(self.path):
             con = self.con
             nodes = con.execute("SELECT node_id, name, time_offset_ns, started_ts "
@@ -239,7 +211,7 @@ class Recording:
 
     # --- events -------------------------------------------------------------------------
 
-    @_reads
+    @reads
     def events(self, pid: str | int | None = None, module: str | None = None,
                function: str | None = None, kind: str | Iterable[str] | None = None,
                since: TimeSpec | None = None, until: TimeSpec | None = None,
@@ -261,44 +233,44 @@ class Recording:
         checked, chunk by chunk, until ``limit`` events match. A text with no such run
         (``42``, ``:ok``) is checked by printing every event the other filters keep.
         """
-        where = self._event_filter(pid, module, function, kind, since, until)
-        direction = _direction(order)
+        where = self.event_filter(pid, module, function, kind, since, until)
+        sort = direction(order)
         if text is None:
-            rows = self._event_rows(where, direction, limit)
-            return [self._event(row) for row in rows]
+            rows = self.event_rows(where, sort, limit)
+            return [self.event_of_row(row) for row in rows]
         for token in search_tokens(text):
             where.add("(contains(payload::VARCHAR, ?) OR contains(payload::VARCHAR, ?))",
                       token, _as_small_integers(token))
-        return self._search(where, direction, text, limit)
+        return self._search(where, sort, text, limit)
 
-    @_reads
+    @reads
     def event(self, seq: int) -> Event:
         """The event numbered ``seq``."""
-        where = _Where()
+        where = Where()
         where.add("seq = ?", seq)
-        rows = self._event_rows(where, "ASC", 1)
+        rows = self.event_rows(where, "ASC", 1)
         if not rows:
             raise QueryError(f"there is no event {seq} in {self.path}")
-        return self._event(rows[0])
+        return self.event_of_row(rows[0])
 
-    def _event_filter(self, pid: str | int | None, module: str | None, function: str | None,
+    def event_filter(self, pid: str | int | None, module: str | None, function: str | None,
                       kind: str | Iterable[str] | None, since: TimeSpec | None,
-                      until: TimeSpec | None) -> _Where:
-        where = _Where()
-        where.within("pid_id", self._pid_ids(pid) if pid is not None else None)
-        where.within("mfa_id", self._mfa_ids(module, function))
-        where.within("kind", _kind_codes(kind) if kind is not None else None)
-        self._time_range(where, "ts + wall_offset", since, until, raw="ts")
+                      until: TimeSpec | None) -> Where:
+        where = Where()
+        where.within("pid_id", self.pid_ids(pid) if pid is not None else None)
+        where.within("mfa_id", self.mfa_ids(module, function))
+        where.within("kind", kind_codes(kind) if kind is not None else None)
+        self.time_range(where, "ts + wall_offset", since, until, raw="ts")
         return where
 
-    def _time_range(self, where: _Where, column: str, since: TimeSpec | None,
+    def time_range(self, where: Where, column: str, since: TimeSpec | None,
                     until: TimeSpec | None, raw: str | None = None) -> None:
         """``column`` (a wall-clock expression) within the window. With ``raw``, the
         node-clock column it is computed from, the same window is also put on ``raw``
         widened by the nodes' offsets: DuckDB skips row groups by a bare column's
         min/max, never by an expression's."""
-        start = self._dims.start_wall_ns
-        offsets = self._dims.offsets.values() or [0]
+        start = self.dims.start_wall_ns
+        offsets = self.dims.offsets.values() or [0]
         if since is not None:
             low = wall_ns(since, start)
             where.add(f"{column} >= ?", low)
@@ -310,43 +282,43 @@ class Recording:
             if raw is not None:
                 where.add(f"{raw} < ?", high - min(offsets))
 
-    def _event_rows(self, where: _Where, direction: str, limit: int | None,
+    def event_rows(self, where: Where, direction: str, limit: int | None,
                     *extra: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        sql = _event_sql(where, direction, *extra) + _limit(limit)
+        sql = event_sql(where, direction, *extra) + limit_sql(limit)
         return self.con.execute(sql, [*where.params, *params]).fetchall()
 
-    def _search(self, where: _Where, direction: str, text: str,
+    def _search(self, where: Where, direction: str, text: str,
                 limit: int | None) -> list[Event]:
         """Candidates streamed in chunks from one query, checked in Python."""
         found: list[Event] = []
         if limit == 0:
             return found
-        nodes = self._dims.nodes
+        nodes = self.dims.nodes
         with self.con.cursor() as cur:
-            cur.execute(_event_sql(where, direction), where.params)
-            while rows := cur.fetchmany(_SEARCH_CHUNK):
+            cur.execute(event_sql(where, direction), where.params)
+            while rows := cur.fetchmany(sql.SEARCH_CHUNK):
                 for row in rows:
                     printed = payload_text(row[12], nodes.get(row[1], ""))
                     if text in printed:
-                        event = self._event(row)
+                        event = self.event_of_row(row)
                         event.__dict__["text"] = printed  # the cached_property's slot
                         found.append(event)
                         if len(found) == limit:
                             return found
         return found
 
-    def _event(self, row: tuple[Any, ...]) -> Event:
-        dims = self._dims
+    def event_of_row(self, row: tuple[Any, ...]) -> Event:
+        dims = self.dims
         return event_from_row(row, node=dims.nodes.get(row[1], ""), pids=dims.pids,
                               names=dims.names, functions=dims.functions,
                               start_wall_ns=dims.start_wall_ns)
 
     # --- names --------------------------------------------------------------------------
 
-    def _pid_ids(self, spec: str | int) -> list[int]:
+    def pid_ids(self, spec: str | int) -> list[int]:
         """The recorded processes ``spec`` names (a pid printed as ``#PID<0.5.0>`` may be
         on any node of a multi-node recording)."""
-        dims = self._dims
+        dims = self.dims
         if isinstance(spec, int) and not isinstance(spec, bool):
             if spec not in dims.pids:
                 raise QueryError(f"there is no process with pid_id {spec} in {self.path}")
@@ -366,7 +338,7 @@ class Recording:
             raise QueryError(f"there is no {what} in {self.path}")
         return ids
 
-    def _mfa_ids(self, module: str | None, function: str | None) -> list[int] | None:
+    def mfa_ids(self, module: str | None, function: str | None) -> list[int] | None:
         if module is None and function is None:
             return None
         wanted_module = _display(module) if module is not None else None
@@ -376,7 +348,7 @@ class Recording:
             match = _FUNCTION_SPEC.match(function.strip())
             name = str(function_atom(match.group(1) if match else function))
             arity = int(match.group(2)) if match and match.group(2) else None
-        ids = [mfa_id for mfa_id, (m, f, a) in self._dims.functions.items()
+        ids = [mfa_id for mfa_id, (m, f, a) in self.dims.functions.items()
                if wanted_module in (None, m) and name in (None, f) and arity in (None, a)]
         if not ids:
             what = " ".join(x for x in (wanted_module, function) if x)
@@ -385,7 +357,7 @@ class Recording:
 
     # --- spans --------------------------------------------------------------------------
 
-    @_reads
+    @reads
     def spans(self, module: str | None = None, function: str | None = None,
               pid: str | int | None = None, min_duration: float | None = None,
               slowest: int | None = None, since: TimeSpec | None = None,
@@ -396,29 +368,30 @@ class Recording:
         stopped (``outcome`` open: a call that hangs) has no duration; it counts as
         lasting up to the recording's last event (``running_for``), and comes first
         among the slowest."""
-        where = _Where()
-        where.within("s.pid_id", self._pid_ids(pid) if pid is not None else None)
-        where.within("s.mfa_id", self._mfa_ids(module, function))
+        where = Where()
+        where.within("s.pid_id", self.pid_ids(pid) if pid is not None else None)
+        where.within("s.mfa_id", self.mfa_ids(module, function))
         if min_duration is not None:
             where.add(f"{self._lasted()} >= ?", round(min_duration * 1e9))
-        self._time_range(where, _SPAN_START, since, until, raw="s.start_ts")
+        self.time_range(where, SPAN_START, since, until, raw="s.start_ts")
         if slowest is None:
-            return self._spans(where, f"{_SPAN_START}, s.span_id", limit)
-        return self._spans(where, f"s.outcome = 'open' DESC, {self._lasted()} DESC NULLS LAST, "
-                           "s.span_id", slowest if limit is None else min(slowest, limit))
+            return self.spans_where(where, f"{SPAN_START}, s.span_id", limit)
+        return self.spans_where(where, f"s.outcome = 'open' DESC, {self._lasted()} DESC "
+                                "NULLS LAST, s.span_id",
+                                slowest if limit is None else min(slowest, limit))
 
     def _lasted(self) -> str:
         """SQL: a span's duration, or for one still open, its time up to the end of its
         node's recording."""
         ends = " ".join(f"WHEN {node_id} THEN {int(ts)}"
-                        for node_id, ts in self._dims.last_ts.items() if ts is not None)
+                        for node_id, ts in self.dims.last_ts.items() if ts is not None)
         running = f"(CASE s.node_id {ends} END) - s.start_ts" if ends else "NULL"
         return f"coalesce(s.duration_ns, {running})"
 
-    @_reads
+    @reads
     def span(self, span_id: int) -> Span:
         """The span whose call event is ``span_id``."""
-        found = self._span_or_none(span_id)
+        found = self.span_or_none(span_id)
         if found is None:
             raise QueryError(f"there is no span {span_id} in {self.path}")
         return found
@@ -430,22 +403,22 @@ class Recording:
         frames: list[Span] = []
         span_id = event.span_id
         while span_id is not None and len(frames) < max_frames:
-            span = self._span_or_none(span_id)
+            span = self.span_or_none(span_id)
             if span is None:
                 break
             frames.append(span)
             span_id = span.parent_span_id
         return tuple(frames)
 
-    def _span_or_none(self, span_id: int) -> Span | None:
-        where = _Where()
+    def span_or_none(self, span_id: int) -> Span | None:
+        where = Where()
         where.add("s.span_id = ?", span_id)
-        found = self._spans(where, "s.span_id", 1)
+        found = self.spans_where(where, "s.span_id", 1)
         return found[0] if found else None
 
-    def _spans(self, where: _Where, order: str, limit: int | None) -> list[Span]:
-        sql = (f"SELECT {_SPAN_COLUMNS} FROM spans s LEFT JOIN nodes n USING (node_id) "
-               f"{where.sql()} ORDER BY {order}{_limit(limit)}")
+    def spans_where(self, where: Where, order: str, limit: int | None) -> list[Span]:
+        sql = (f"SELECT {SPAN_COLUMNS} FROM spans s LEFT JOIN nodes n USING (node_id) "
+               f"{where.sql()} ORDER BY {order}{limit_sql(limit)}")
         rows = self.con.execute(sql, where.params).fetchall()
         payloads = self._payloads([row[0] for row in rows] + [row[12] for row in rows])
         return [self._span(row, payloads) for row in rows]
@@ -453,7 +426,7 @@ class Recording:
     def _span(self, row: tuple[Any, ...], payloads: dict[int, bytes]) -> Span:
         (span_id, node_id, pid_id, mfa_id, depth, parent, start_ts, end_ts, duration_ns,
          outcome, correlation_id, trigger, end_seq) = row
-        dims = self._dims
+        dims = self.dims
         module, function, arity = dims.functions[mfa_id]
         return Span(
             span_id=span_id, node=dims.nodes.get(node_id, ""), pid=dims.pids[pid_id][0],
@@ -480,38 +453,38 @@ class Recording:
 
     # --- messages -----------------------------------------------------------------------
 
-    @_reads
+    @reads
     def message_flow(self, a: str | int, b: str | int | None = None,
                      since: TimeSpec | None = None, until: TimeSpec | None = None,
                      limit: int | None = 1000) -> list[Message]:
         """Messages between processes ``a`` and ``b``, both ways, or every message to or
         from ``a``; by the time they were sent (or received, if the send was not
         recorded)."""
-        first = self._pid_ids(a)
-        where = _Where()
+        first = self.pid_ids(a)
+        where = Where()
         if b is None:
             where.add("(m.sender_pid_id IN (SELECT unnest(?::BIGINT[])) OR "
                       "m.receiver_pid_id IN (SELECT unnest(?::BIGINT[])))", first, first)
         else:
-            second = self._pid_ids(b)
+            second = self.pid_ids(b)
             pair = ("(m.sender_pid_id IN (SELECT unnest(?::BIGINT[])) AND "
                     "m.receiver_pid_id IN (SELECT unnest(?::BIGINT[])))")
             where.add(f"({pair} OR {pair})", first, second, second, first)
-        self._time_range(where, _MESSAGE_TIME, since, until)
+        self.time_range(where, MESSAGE_TIME, since, until)
         return self._messages(where, limit)
 
-    def _message(self, message_id: int) -> Message | None:
-        where = _Where()
+    def message_by_id(self, message_id: int) -> Message | None:
+        where = Where()
         where.add("m.message_id = ?", message_id)
         found = self._messages(where, 1)
         return found[0] if found else None
 
-    def _messages(self, where: _Where, limit: int | None) -> list[Message]:
-        sql = (f"SELECT {_MESSAGE_COLUMNS} FROM messages m LEFT JOIN nodes n USING (node_id) "
-               f"{where.sql()} ORDER BY {_MESSAGE_TIME}, m.message_id{_limit(limit)}")
+    def _messages(self, where: Where, limit: int | None) -> list[Message]:
+        sql = (f"SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN nodes n USING (node_id) "
+               f"{where.sql()} ORDER BY {MESSAGE_TIME}, m.message_id{limit_sql(limit)}")
         rows = self.con.execute(sql, where.params).fetchall()
         payloads = self._payloads(row[2] if row[2] is not None else row[3] for row in rows)
-        dims = self._dims
+        dims = self.dims
         found = []
         for (message_id, node_id, send_seq, receive_seq, sender, receiver, target, sent_ts,
              received_ts, handled_ts, queue_ns, to_dead, send_span, handler_span) in rows:
@@ -532,14 +505,14 @@ class Recording:
 
     # --- processes ----------------------------------------------------------------------
 
-    @_reads
+    @reads
     def processes(self) -> list[Process]:
         """Every process the recording saw, in the order it first appeared."""
         rows = self.con.execute(
             "SELECT pid_id, node_id, parent_pid_id, initial_call, names, first_ts, last_ts, "
             "spawned_ts, exit_ts, exit_reason, events FROM processes "
             "ORDER BY first_ts NULLS LAST, pid_id").fetchall()
-        dims = self._dims
+        dims = self.dims
         return [Process(
             pid=dims.pids[pid_id][0], pid_id=pid_id, node=dims.nodes.get(node_id, ""),
             names=tuple(names or ()), parent=dims.pid(parent), initial_call=initial_call,
@@ -551,7 +524,7 @@ class Recording:
 
     # --- causes -------------------------------------------------------------------------
 
-    @_reads
+    @reads
     def causes(self, event_or_seq: Event | int, max_steps: int = 50) -> list[CauseStep]:
         """What led to an event, nearest first: the span it ran in, the outermost
         traced call around that, the message that triggered the call, the send of that
@@ -578,16 +551,16 @@ class Recording:
             if fatal is not None:
                 return fatal
         if event.kind == "call":
-            span = self._span_or_none(event.seq)
+            span = self.span_or_none(event.seq)
             step = self._span_cause(span) if span is not None else None
-            return step or self._before(event)
+            return step or self.last_receive_before(event)
         if event.span_id is not None:
             call = self.event(event.span_id)
             return CauseStep(f"in span {call.mfa}", call)
-        return self._before(event)
+        return self.last_receive_before(event)
 
     def _sender(self, receive: Event) -> CauseStep | None:
-        message = None if receive.message_id is None else self._message(receive.message_id)
+        message = None if receive.message_id is None else self.message_by_id(receive.message_id)
         if message is None or message.send_seq is None or message.send_seq == receive.seq:
             return None
         send = self.event(message.send_seq)
@@ -602,17 +575,17 @@ class Recording:
                 outer = self.span(outer.parent_span_id)
             if outer.span_id != span.span_id:
                 return CauseStep(f"inside {outer.mfa}, the outermost traced call on "
-                                 f"{self._dims.label(outer.pid_id)}",
+                                 f"{self.dims.label(outer.pid_id)}",
                                  self.event(outer.span_id))
         trigger = span.trigger_message_id
-        message = None if trigger is None else self._message(trigger)
+        message = None if trigger is None else self.message_by_id(trigger)
         if message is None:
             return None
-        text = _short(message.text)
+        text = shorten(message.text)
         if message.receive_seq is not None:
             receive = self.event(message.receive_seq)
             return CauseStep(f"triggered by message {text} received by "
-                             f"{self._dims.label(receive.pid_id)}", receive)
+                             f"{self.dims.label(receive.pid_id)}", receive)
         if message.send_seq is not None:
             send = self.event(message.send_seq)
             return CauseStep(f"triggered by message {text} sent by {self._where(send)}", send)
@@ -635,38 +608,37 @@ class Recording:
             [exit_event.pid_id, exit_event.seq]).fetchall()
         if rows:
             raised = self.event(rows[0][0])
-            return CauseStep(f"after {raised.mfa} raised {_short(raised.text)}", raised)
+            return CauseStep(f"after {raised.mfa} raised {shorten(raised.text)}", raised)
         return None
 
-    def _before(self, event: Event) -> CauseStep | None:
+    def last_receive_before(self, event: Event) -> CauseStep | None:
         """The last message the event's process received before it, or else the
         process's spawn."""
-        rows = self._event_rows(
-            _Where(), "DESC", 1, "pid_id = ?", "kind = ?", "(hlc, seq) < (?, ?)",
+        rows = self.event_rows(
+            Where(), "DESC", 1, "pid_id = ?", "kind = ?", "(hlc, seq) < (?, ?)",
             params=(event.pid_id, KIND_CODES["receive"], event.hlc, event.seq))
         if rows:
-            receive = self._event(rows[0])
-            return CauseStep(f"after receiving message {_short(receive.text)}", receive)
-        rows = self._event_rows(_Where(), "ASC", 1, "other_pid_id = ?", "kind = ?",
+            receive = self.event_of_row(rows[0])
+            return CauseStep(f"after receiving message {shorten(receive.text)}", receive)
+        rows = self.event_rows(Where(), "ASC", 1, "other_pid_id = ?", "kind = ?",
                                 params=(event.pid_id, KIND_CODES["spawn"]))
         if rows:
-            spawn = self._event(rows[0])
-            return CauseStep(f"{self._dims.label(event.pid_id)} spawned by "
+            spawn = self.event_of_row(rows[0])
+            return CauseStep(f"{self.dims.label(event.pid_id)} spawned by "
                              f"{self._where(spawn)}", spawn)
         return None
 
     def _where(self, event: Event) -> str:
         """``#PID<0.5.0> (Bank.Client) in span Bank.Client.run/1``."""
-        who = self._dims.label(event.pid_id)
+        who = self.dims.label(event.pid_id)
         if event.span_id is None:
             return who
-        span = self._span_or_none(event.span_id)
+        span = self.span_or_none(event.span_id)
         return f"{who} in span {span.mfa}" if span else who
 
-    # Analysis: thin entries to elixirscope.analysis (one module per query, documented
-    # there). ----------------------------------------------------------------------------
+    # --- waits --------------------------------------------------------------------------
 
-    @_reads
+    @reads
     def messages_recorded(self, pid_id: int) -> bool:
         """Whether the recording holds any message the process sent or received: when
         not, its messages were not traced (an absence there says nothing)."""
@@ -678,72 +650,12 @@ class Recording:
         """Calls to other processes made from traced code (``recording.waits``)."""
         return _waits.waits(self, pid, limit=limit)
 
-    @_reads
-    def traceback(self, event: Event | int, max_links: int = 50) -> Traceback:
-        """The traced calls around ``event`` (innermost first), the message that started
-        the outermost, the sender's calls at the send, and so on back to the origin."""
-        return _traceback.traceback(self, event, max_links)
-
-    @_reads
-    def range(self, span: Span | int, max_depth: int | None = None,
-              messages: bool = False, limit: int = 10_000) -> RangeNode:
-        """Everything between a call and its return, as a tree of the calls inside it
-        (at most ``max_depth`` levels, ``limit`` calls), with ``messages`` the sends and
-        receives too."""
-        return _ranges.call_range(self, span, max_depth, messages, limit)
-
-    @_reads
-    def call_stats(self, module: str | None = None, function: str | None = None,
-                   pid: str | int | None = None, since: TimeSpec | None = None,
-                   until: TimeSpec | None = None, sort: str = "acc",
-                   limit: int | None = None, by: str = "function") -> list[FunctionStats]:
-        """Per function (``by="process"``: per function and process): count,
-        accumulated and own time, duration percentiles."""
-        return _call_stats.call_stats(self, module, function, pid, since, until, sort, limit,
-                                      by)
-
-    @_reads
-    def repeated_call_trees(self, min_count: int = 2, min_size: int = 1,
-                            module: str | None = None, function: str | None = None,
-                            pid: str | int | None = None, since: TimeSpec | None = None,
-                            until: TimeSpec | None = None,
-                            limit: int | None = 20) -> list[RepeatedTree]:
-        """Identical call subtrees that repeat, the most wasted time first."""
-        return _repeats.repeated_call_trees(self, min_count, min_size, module, function,
-                                            pid, since, until, limit)
-
-    @_reads
-    def find(self, what: Any, *, pid: str | int | None = None, module: str | None = None,
-             function: str | None = None, kind: str | Iterable[str] | None = None,
-             since: TimeSpec | None = None, until: TimeSpec | None = None,
-             limit: int | None = 1000, order: str = "asc") -> list[Event]:
-        """Events whose payload holds a term, a substring of a binary (``str`` or
-        ``bytes``), or a subterm a predicate (a callable; slower) accepts."""
-        return _find.find(self, what, pid=pid, module=module, function=function, kind=kind,
-                          since=since, until=until, limit=limit, order=order)
-
-    @_reads
-    def next(self, event: Event | int, by: str = "process") -> Event | None:
-        """The next event by process (step into), span (step over) or message."""
-        return _stepping.step(self, event, by, forward=True)
-
-    @_reads
-    def prev(self, event: Event | int, by: str = "process") -> Event | None:
-        """The previous event by process, span or message."""
-        return _stepping.step(self, event, by, forward=False)
-
-    @_reads
-    def rerun(self, span: Span | int, node: Node, *, timeout: float = 15.0) -> RerunResult:
-        """SIDE-EFFECTING: calls the span's function again on the live ``node`` with the
-        recorded arguments and compares the result with the recorded one."""
-        return _rerun.rerun(self, span, node, timeout=timeout)
-
     # --- summary ------------------------------------------------------------------------
 
-    @_reads
+    @reads
     def summary(self, top: int = 5) -> dict[str, Any]:
         """What the recording holds, in numbers and the ``top`` most notable items."""
-        con, dims, one = self.con, self._dims, self._scalar
+        con, dims, one = self.con, self.dims, self.scalar
         end = one("SELECT max(coalesce(n.ended_ts, e.last) + n.time_offset_ns) FROM nodes n "
                   "LEFT JOIN (SELECT node_id, max(ts) AS last FROM events GROUP BY node_id) e "
                   "USING (node_id)")
@@ -788,37 +700,37 @@ class Recording:
     def _time_travel(self) -> TimeTravel:
         return TimeTravel(self)
 
-    @_reads
+    @reads
     def state_history(self, pid: str | int, limit: int | None = None) -> list[StateTransition]:
         """Every recorded state transition of a process (a pid, ``<0.5.0>``, or a
         registered name: every process that held the name, in time order), ending
         with its exit if it ended while recorded."""
         return self._time_travel.history(pid, limit)
 
-    @_reads
+    @reads
     def state_at(self, pid: str | int, t: TimeSpec) -> Any:
         """The exact state of a process at ``t`` (seconds from the start, ``"2.5s"``,
         an ISO time or a datetime): the state after its last transition at or before
         ``t``. ``QueryError`` if none was recorded by then, or it cannot be known."""
         return self._time_travel.state_at(pid, t)
 
-    @_reads
+    @reads
     def state_transition_at(self, pid: str | int, t: TimeSpec) -> StateTransition:
         """The transition whose state a process had at ``t``."""
         return self._time_travel.transition_at(pid, t)
 
-    @_reads
+    @reads
     def replay_to(self, pid: str | int, t: TimeSpec) -> Replay:
         """The state at ``t``, the transition that made it, and its causal chain back
         through messages and spans to the origin."""
         return self._time_travel.replay_to(pid, t)
 
-    @_reads
+    @reads
     def diff(self, pid: str | int, t1: TimeSpec, t2: TimeSpec) -> StateDiff:
         """What changed in a process's state from ``t1`` to ``t2``."""
         return self._time_travel.diff(pid, t1, t2)
 
-    @_reads
+    @reads
     def field_history(self, pid: str | int, path: Sequence[Any]) -> list[FieldChange]:
         """Every change of one field of a process's state (``path`` is a sequence of
         keys, e.g. ``[Atom("accounts"), b"alice", Atom("balance")]``; see
@@ -826,27 +738,19 @@ class Recording:
         message that made it."""
         return self._time_travel.field_history(pid, path)
 
-    def _scalar(self, sql: str) -> Any:
+    def scalar(self, sql: str) -> Any:
         row = self.con.execute(sql).fetchone()
         return None if row is None else row[0]
 
     def _crashes(self) -> list[Event]:
         """Exit events whose reason is not normal, shutdown or ``{:shutdown, _}``."""
-        where = _Where()
+        where = Where()
         where.add("kind = ?", KIND_CODES["exit"])
         # The common clean exits skip decoding (as the VM encodes them since OTP 26).
         where.add("payload NOT IN (?, ?)", encode(_NORMAL), encode(_SHUTDOWN))
-        return [event for event in map(self._event, self._event_rows(where, "ASC", None))
+        return [event for event in map(self.event_of_row, self.event_rows(where, "ASC", None))
                 if not clean_exit(event.payload)]
 
-
-def _event_sql(where: _Where, direction: str, *extra: str) -> str:
-    return (f"SELECT {EVENT_COLUMNS} FROM events {where.sql(*extra)} "
-            f"ORDER BY hlc {direction}, seq {direction}")
-
-
-def _limit(limit: int | None) -> str:
-    return "" if limit is None else f" LIMIT {int(limit)}"
 
 
 def search_tokens(text: str) -> list[str]:
@@ -882,21 +786,3 @@ def _display(module: str) -> str:
     """A module or registered name as Elixir writes it: ``Bank.Account``, ``:logger``."""
     return module_display(str(module_atom(module)))
 
-
-def _kind_codes(kind: str | Iterable[str]) -> list[int]:
-    names = [kind] if isinstance(kind, str) else list(kind)
-    unknown = [name for name in names if name not in KIND_CODES]
-    if unknown:
-        raise QueryError(f"{unknown[0]!r} is not an event kind; the kinds are "
-                         f"{', '.join(KIND_CODES)}")
-    return [KIND_CODES[name] for name in names]
-
-
-def _direction(order: str) -> str:
-    if order not in ("asc", "desc"):
-        raise QueryError(f"order must be asc or desc, not {order!r}")
-    return order.upper()
-
-
-def _short(text: str, width: int = 60) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -60,6 +60,11 @@ def state_record_text(payload: bytes, node: str | None) -> str:
         return payload_text(payload, node)
 
 
+def shorten(text: str, width: int = 60) -> str:
+    """``text`` cut to ``width`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def mfa_text(module: str | None, function: str | None, arity: int | None) -> str | None:
     """``Bank.Account.deposit/2`` from a module as Elixir writes it."""
     if module is None or function is None or arity is None:

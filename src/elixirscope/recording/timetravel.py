@@ -33,7 +33,7 @@ from elixirscope.recording.timespec import TimeSpec, wall_ns
 from elixirscope.tracing.events import KIND_CODES, STATE_WHOLE
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
 
 _STATE = KIND_CODES["state"]
 _EXIT = KIND_CODES["exit"]
@@ -66,7 +66,7 @@ class _Step:
 class StateTimeline:
     """The state records of one process."""
 
-    def __init__(self, recording: Recording, pid_id: int) -> None:
+    def __init__(self, recording: RecordingQueries, pid_id: int) -> None:
         self.recording = recording
         self.pid_id = pid_id
         con = recording.con
@@ -198,7 +198,7 @@ class TimeTravel:
     """The time-travel queries of one recording (``Recording.state_history`` and
     the others call these)."""
 
-    def __init__(self, recording: Recording) -> None:
+    def __init__(self, recording: RecordingQueries) -> None:
         self.recording = recording
         self._timelines: dict[int, StateTimeline] = {}
         self._pids: dict[str | int, list[int]] = {}
@@ -217,7 +217,7 @@ class TimeTravel:
         return self._pids[spec]
 
     def _find_pid_ids(self, spec: str | int) -> list[int]:
-        ids = self.recording._pid_ids(spec)
+        ids = self.recording.pid_ids(spec)
         marks = ",".join("?" * len(ids))
         rows = self.recording.con.execute(
             f"SELECT pid_id, min(seq) AS first FROM events WHERE kind = ? "
@@ -243,11 +243,11 @@ class TimeTravel:
     def _named(self, spec: str | int) -> str:
         """A process as the user knows it: its pid and name, not an internal pid_id."""
         if isinstance(spec, int) and not isinstance(spec, bool):
-            return self.recording._dims.label(spec)
+            return self.recording.dims.label(spec)
         return str(spec)
 
     def _node_ts(self, pid_id: int, t: TimeSpec) -> int:
-        dims = self.recording._dims
+        dims = self.recording.dims
         node_id = dims.node_of(pid_id) or 0
         return wall_ns(t, dims.start_wall_ns) - dims.offsets.get(node_id, 0)
 
@@ -316,7 +316,7 @@ class TimeTravel:
         return out
 
     def _transition(self, timeline: StateTimeline, step: _Step, index: int) -> StateTransition:
-        recording, dims = self.recording, self.recording._dims
+        recording, dims = self.recording, self.recording.dims
         pid_id = timeline.pid_id
         function = dims.functions.get(step.mfa_id) if step.mfa_id is not None else None
         record = step.record
@@ -339,7 +339,7 @@ class TimeTravel:
             the request) when the process's messages were not traced."""
             if span is None:
                 return None
-            message = None if span[1] is None else recording._message(span[1])
+            message = None if span[1] is None else recording.message_by_id(span[1])
             seq = None if message is None else (
                 message.receive_seq if message.receive_seq is not None else message.send_seq)
             return recording.event(span[0] if seq is None else seq)
@@ -356,7 +356,7 @@ class TimeTravel:
 
     def _exit(self, timeline: StateTimeline, index: int) -> StateTransition:
         assert timeline.exit is not None
-        dims = self.recording._dims
+        dims = self.recording.dims
         seq, ts, payload = timeline.exit
         last = len(timeline) - 1
         pid_id = timeline.pid_id
@@ -374,7 +374,7 @@ class TimeTravel:
 
     def _known(self, timeline: StateTimeline, index: int, state: Any) -> Any:
         if state is UNKNOWN:
-            label = self.recording._dims.label(timeline.pid_id)
+            label = self.recording.dims.label(timeline.pid_id)
             raise QueryError(f"the state of {label} after record {int(timeline.seqs[index])} "
                              "is not known: records were lost before it or the state was "
                              "too large to send")

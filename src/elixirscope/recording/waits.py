@@ -19,7 +19,7 @@ from elixirscope.etf import Atom
 from elixirscope.recording.results import Span, payload_value
 
 if TYPE_CHECKING:
-    from elixirscope.recording.query import Recording
+    from elixirscope.recording.query import RecordingQueries
 
 EXIT = Atom("exit")
 TIMEOUT = Atom("timeout")
@@ -54,7 +54,7 @@ class Wait:
         }
 
 
-def waits(rec: Recording, pid: str | int | None = None, *,
+def waits(rec: RecordingQueries, pid: str | int | None = None, *,
           limit: int | None = 1000) -> list[Wait]:
     """The waits of the recording (of one process with ``pid``), by start time."""
     try:

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from elixirscope.errors import ElixirScopeError
-from elixirscope.recording.query import QueryError, Recording, clean_exit, open_recording
+from elixirscope.recording.query import clean_exit
 from elixirscope.recording.results import (
     Event,
     event_from_row,
@@ -41,6 +41,7 @@ from elixirscope.recording.results import (
 from elixirscope.recording.schema import ACTIVITY_BINS_META
 from elixirscope.recording.state_results import StateTransition
 from elixirscope.recording.store import RecordingError, read_meta
+from elixirscope.recordings import QueryError, Recording, open_recording
 from elixirscope.tracing.events import KIND_CODES, KINDS
 from elixirscope.web.lod import (
     LANE_BITS,
