@@ -27,6 +27,10 @@ from elixirscope.analysis.results import (
     RerunResult,
     Traceback,
 )
+from elixirscope.analysis.waits_graph import WaitGraph, graph_at
+from elixirscope.diagnosis import detectors, stored
+from elixirscope.diagnosis.finding import Finding
+from elixirscope.diagnosis.run import diagnose
 from elixirscope.dist.node import Node
 from elixirscope.errors import QueryError
 from elixirscope.recording.query import RecordingQueries, open_store, reads
@@ -36,12 +40,13 @@ from elixirscope.recording.timespec import TimeSpec
 __all__ = ["QueryError", "Recording", "open_recording"]
 
 
-def open_recording(path: str | Path) -> Recording:
-    """Opens a recording for queries (read-only). A recording that was never finalized
-    is finalized first, in place, unless another process is still writing it."""
+def open_recording(path: str | Path, *, writable: bool = False) -> Recording:
+    """Opens a recording for queries (read-only unless ``writable``: then ``findings()``
+    stores what it finds). A recording that was never finalized is finalized first, in
+    place, unless another process is still writing it."""
     target = Path(path)
-    con, recovered = open_store(target)
-    return Recording(con, target, recovered=recovered)
+    con, recovered = open_store(target, writable=writable)
+    return Recording(con, target, recovered=recovered, writable=writable)
 
 
 class Recording(RecordingQueries):
@@ -49,6 +54,24 @@ class Recording(RecordingQueries):
     ``recovered`` is true when the recording had not been finalized (its recorder
     was killed) and opening it did so. Each analysis is a thin entry to its module in
     ``elixirscope.analysis``, documented there."""
+
+    @reads
+    def findings(self, *, refresh: bool = False) -> list[Finding]:
+        """What is wrong in the recording, worst first: the findings stored in it when
+        the same detectors wrote them, else found now (and stored, when the recording
+        was opened ``writable``). ``refresh`` finds them again whatever is stored."""
+        current = detectors.version()
+        found = None if refresh else stored.read(self.con, current)
+        if found is None:
+            found = diagnose(self)
+            if self.writable:
+                stored.write(self.con, found, current)
+        return found
+
+    @reads
+    def waits_at(self, t: TimeSpec) -> WaitGraph:
+        """The waits-for graph at ``t``: who waits on whom, and the cycles."""
+        return graph_at(self, t)
 
     @reads
     def traceback(self, event: Event | int, max_links: int = 50) -> Traceback:

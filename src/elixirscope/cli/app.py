@@ -14,6 +14,7 @@ import click
 from elixirscope.cli import (
     analysis_commands,
     demo_command,
+    diagnose_command,
     export_command,
     modules_command,
     node_commands,
@@ -37,7 +38,8 @@ def cli(debug: bool) -> None:
 
 
 for _commands in (demo_command, node_commands, record_command, recording_commands,
-                  export_command, state_commands, ui_command, waits_command):
+                  export_command, state_commands, ui_command, waits_command,
+                  diagnose_command):
     _commands.register(cli)
 analysis_commands.register(cli)
 modules_command.register(cli)

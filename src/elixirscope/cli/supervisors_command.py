@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from elixirscope.analysis.supervision import SupervisorHistory, recorded_supervisors
 from elixirscope.cli import output
 from elixirscope.cli.options import json_option
 from elixirscope.dist.node import connect
 from elixirscope.recordings import open_recording
-from elixirscope.supervision_history import SupervisorHistory, recorded_supervisors
 from elixirscope.supervisors import NoSupervisor, Supervisor, live_supervisors
 
 

@@ -83,12 +83,13 @@ _FUNCTION_SPEC = re.compile(r"^(.+?)(?:/(\d+))?$")
 _NORMAL, _SHUTDOWN = Atom("normal"), Atom("shutdown")
 
 
-def open_store(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, bool]:
-    """A read-only connection to a recording, and whether opening it had to finalize it
-    first, in place (a recording whose recorder never finished; ``RecordingError``
-    while another process still writes it)."""
+def open_store(path: str | Path, *, writable: bool = False
+               ) -> tuple[duckdb.DuckDBPyConnection, bool]:
+    """A connection to a recording (read-only unless ``writable``), and whether opening
+    it had to finalize it first, in place (a recording whose recorder never finished;
+    ``RecordingError`` while another process still writes it)."""
     target = Path(path)
-    con = store.open_file(target)
+    con = store.open_file(target, read_only=not writable)
     with store.reading(target):
         finalized = store.read_meta(con).get("finalized") is True
     if finalized:
@@ -100,7 +101,7 @@ def open_store(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, bool]:
             correlate.finalize(con)
     finally:
         con.close()
-    return store.open_file(target), True
+    return store.open_file(target, read_only=not writable), True
 
 
 def reads(method: Callable[Concatenate[_Q, _P], _R]) -> Callable[Concatenate[_Q, _P], _R]:
@@ -157,10 +158,11 @@ class RecordingQueries:
     was killed) and opening it did so."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *,
-                 recovered: bool = False) -> None:
+                 recovered: bool = False, writable: bool = False) -> None:
         self.con = con
         self.path = path
         self.recovered = recovered
+        self.writable = writable
         # Its nodes' record definitions, for printing their records with field names.
         for node, rows in (self.meta.get("records") or {}).items():
             register_records(node, {(name, size): fields for name, size, fields in rows})

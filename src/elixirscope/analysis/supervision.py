@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elixirscope.recording.results import Process
-from elixirscope.recordings import Recording
+
+if TYPE_CHECKING:
+    from elixirscope.recording.query import RecordingQueries
 
 _SUPERVISOR_CALLS = (":supervisor.", ":supervisor2.")
 
@@ -67,7 +69,7 @@ class SupervisorHistory:
                              for at, child, reason in self.restart_history()]}
 
 
-def recorded_supervisors(rec: Recording, name: str | None = None) -> list[SupervisorHistory]:
+def recorded_supervisors(rec: RecordingQueries, name: str | None = None) -> list[SupervisorHistory]:
     """The supervisors whose children the recording saw start (the one ``name`` names:
     a name, label or pid), with each child's generations."""
     processes = rec.processes()
