@@ -2,7 +2,7 @@
 %% starts its own processes; a test runs one scenario on a node of its own.
 -module(es_faults).
 
--export([deadlock/0, cascade/0, overload/1, page/1, fetch/1, outliers/1, hot/1,
+-export([start/1, deadlock/0, cascade/0, cascade_sup/0, overload/1, page/1, fetch/1, outliers/1, hot/1,
          crunch/1, lost_update/0, client/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
@@ -18,6 +18,17 @@ deadlock() ->
 %% under a supervisor that gives up after 3 restarts in 10 s --------------------------
 
 cascade() ->
+    cascade_sup(),
+    Client = spawn(fun() -> register(es_client, self()), charge_loop(5) end),
+    {ok, Client}.
+
+cascade_sup() ->
+    case whereis(es_sup) of
+        undefined -> start_sup();
+        Sup -> Sup
+    end.
+
+start_sup() ->
     Parent = self(),
     spawn(fun() ->
                   process_flag(trap_exit, true),
@@ -25,9 +36,7 @@ cascade() ->
                   Parent ! {started, Sup},
                   receive stop -> ok end
           end),
-    receive {started, _} -> ok end,
-    Client = spawn(fun() -> register(es_client, self()), charge_loop(5) end),
-    {ok, Client}.
+    receive {started, Sup} -> Sup end.
 
 charge_loop(0) -> ok;
 charge_loop(N) ->

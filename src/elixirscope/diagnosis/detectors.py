@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elixirscope.diagnosis import deadlock
+from elixirscope.diagnosis import cascade, deadlock
 from elixirscope.diagnosis.finding import Finding
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ Detector = Callable[["RecordingQueries"], list[Finding]]
 
 DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("deadlock", deadlock.detect),
+    ("crash_cascade", cascade.detect),
 )
 
 

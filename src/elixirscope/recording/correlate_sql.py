@@ -335,7 +335,7 @@ WITH births AS (
 ), seen_names AS (
     SELECT pid_id, name, MIN(t) AS t FROM (
         SELECT e.pid_id, n.name, e.ts AS t
-        FROM events e JOIN fz_names n ON n.payload = e.payload WHERE e.kind = 14
+        FROM events e JOIN fz_names n ON n.payload = e.payload WHERE e.kind IN (14, 15)
         UNION ALL
         SELECT pid_id, registered_name, at_ts FROM process_snapshots
         WHERE registered_name IS NOT NULL)

@@ -549,7 +549,7 @@ class RecordingQueries:
         if event.kind == "receive":
             return self._sender(event)
         if event.kind == "exit":
-            fatal = self._fatal(event)
+            fatal = self.fatal(event)
             if fatal is not None:
                 return fatal
         if event.kind == "call":
@@ -593,7 +593,7 @@ class RecordingQueries:
             return CauseStep(f"triggered by message {text} sent by {self._where(send)}", send)
         return None
 
-    def _fatal(self, exit_event: Event) -> CauseStep | None:
+    def fatal(self, exit_event: Event) -> CauseStep | None:
         """What the process was doing when it died: a call the exit left open, or an
         exception that was the last thing its traced calls did."""
         rows = self.con.execute(
@@ -686,7 +686,7 @@ class RecordingQueries:
                               for span in self.spans(slowest=top)],
             "crashes": [{"seq": crash.seq, "pid": crash.pid, "pid_name": crash.pid_name,
                          "time": crash.time, "reason": crash.text}
-                        for crash in self._crashes()],
+                        for crash in self.crashes()],
             "losses": {source: {"events": events, "batches": batches}
                        for source, events, batches in losses},
             "breaker_trips": [{"time": seconds(wall, dims.start_wall_ns), "detail": detail}
@@ -744,7 +744,7 @@ class RecordingQueries:
         row = self.con.execute(sql).fetchone()
         return None if row is None else row[0]
 
-    def _crashes(self) -> list[Event]:
+    def crashes(self) -> list[Event]:
         """Exit events whose reason is not normal, shutdown or ``{:shutdown, _}``."""
         where = Where()
         where.add("kind = ?", KIND_CODES["exit"])
