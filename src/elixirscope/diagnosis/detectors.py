@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elixirscope.diagnosis import cascade, deadlock
+from elixirscope.diagnosis import cascade, deadlock, overload
 from elixirscope.diagnosis.finding import Finding
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ Detector = Callable[["RecordingQueries"], list[Finding]]
 DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("deadlock", deadlock.detect),
     ("crash_cascade", cascade.detect),
+    ("overload", overload.detect),
 )
 
 

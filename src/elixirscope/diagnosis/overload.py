@@ -1,0 +1,149 @@
+"""Overload: a process whose mailbox grows because messages arrive faster than its
+handlers serve them; which message shapes arrive how fast, what each costs to
+handle, and who sends them.
+
+The backlog is counted from the recording's messages: +1 when a message reached the
+mailbox, -1 when the call that handles it began. It is only counted for processes
+whose handlers are traced (most received messages led to a handler), and the
+mailbox samples taken while recording (``mailbox`` events and process metrics)
+count for the others.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
+
+from elixirscope.analysis.shapes import payload_shape
+from elixirscope.diagnosis.finding import Evidence, Finding
+from elixirscope.etf import Atom, encode
+
+if TYPE_CHECKING:
+    from elixirscope.recording.query import RecordingQueries
+
+MIN_BACKLOG = 100
+# The atom timeout as OTP 25 encodes it in trace messages (ATOM_EXT) and as OTP 26 on.
+_TIMEOUT = [b"\x83d\x00\x07timeout", encode(Atom("timeout"))]
+SHAPE_SAMPLE = 2000
+
+# A receive that timed out is traced as the message 'timeout' that nobody sent: not a
+# message in the mailbox.
+_REAL = ("NOT (m.send_seq IS NULL AND m.receive_seq IN "
+         "(SELECT seq FROM events WHERE kind = 6 AND payload IN (SELECT unnest(?::BLOB[]))))")
+
+_BACKLOG = f"""
+WITH real AS (
+    SELECT m.* FROM messages m
+    WHERE m.receiver_pid_id IN (SELECT unnest(?::INTEGER[])) AND {_REAL}
+), steps AS (
+    SELECT receiver_pid_id AS pid_id, received_ts AS ts, 1 AS step FROM real
+    WHERE received_ts IS NOT NULL
+    UNION ALL
+    SELECT receiver_pid_id, handled_ts, -1 FROM real WHERE handled_ts IS NOT NULL
+), running AS (
+    SELECT pid_id, ts, SUM(step) OVER (PARTITION BY pid_id ORDER BY ts, step DESC
+                                       ROWS UNBOUNDED PRECEDING) AS backlog
+    FROM steps
+)
+SELECT pid_id, MAX(backlog), ARG_MAX(ts, backlog), ARG_MAX(backlog, ts), MIN(ts), MAX(ts)
+FROM running GROUP BY pid_id
+"""
+
+
+def detect(rec: RecordingQueries) -> list[Finding]:
+    candidates = rec.con.execute(
+        "SELECT receiver_pid_id, count(*), count(handled_ts), max(queue_ns) FROM messages m "
+        f"WHERE received_ts IS NOT NULL AND receiver_pid_id IS NOT NULL AND {_REAL} "
+        "GROUP BY receiver_pid_id HAVING count(*) >= ?", [_TIMEOUT, MIN_BACKLOG]).fetchall()
+    # A process whose handlers are not traced has no handled times: its backlog is
+    # unknown from messages alone.
+    counted = [row[0] for row in candidates if row[2] >= 0.05 * row[1]]
+    found = []
+    if counted:
+        for pid_id, peak, peak_ts, last, first_ts, last_ts in rec.con.execute(
+                _BACKLOG, [counted, _TIMEOUT]).fetchall():
+            if peak >= MIN_BACKLOG and last >= peak / 2:
+                found.append(_finding(rec, pid_id, int(peak), peak_ts, int(last), first_ts,
+                                      last_ts))
+    return found
+
+
+def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: int,
+             first_ts: int, last_ts: int) -> Finding:
+    dims = rec.dims
+    node_id = dims.node_of(pid_id) or 0
+    who = dims.name(pid_id) or dims.pid(pid_id) or "?"
+    rows = rec.con.execute(
+        "SELECT m.message_id, e.payload, m.sender_pid_id, s.duration_ns, s.mfa_id, "
+        "m.received_ts FROM messages m JOIN events e ON e.seq = m.receive_seq "
+        "LEFT JOIN spans s ON s.span_id = m.handler_span_id "
+        f"WHERE m.receiver_pid_id = ? AND {_REAL} "
+        f"USING SAMPLE reservoir({SHAPE_SAMPLE} ROWS) REPEATABLE (1)",
+        [pid_id, _TIMEOUT]).fetchall()
+    total = rec.con.execute(f"SELECT count(*) FROM messages m WHERE receiver_pid_id = ? "
+                            f"AND received_ts IS NOT NULL AND {_REAL}",
+                            [pid_id, _TIMEOUT]).fetchone()
+    received = int(total[0]) if total else len(rows)
+    scale = received / max(len(rows), 1)
+    arrivals: dict[str, list[int]] = defaultdict(list)
+    shapes: Counter[str] = Counter()
+    service: dict[str, list[float]] = defaultdict(list)
+    handlers: dict[str, Counter[int]] = defaultdict(Counter)
+    senders: dict[str, Counter[int]] = defaultdict(Counter)
+    examples: list[int] = []
+    for message_id, payload, sender, duration_ns, mfa_id, received_ts in rows:
+        kind = payload_shape(bytes(payload))
+        shapes[kind] += 1
+        arrivals[kind].append(received_ts)
+        if duration_ns is not None:
+            service[kind].append(duration_ns / 1e9)
+        if mfa_id is not None:
+            handlers[kind][mfa_id] += 1
+        if sender is not None:
+            senders[kind][sender] += 1
+        if len(examples) < 20:
+            examples.append(message_id)
+    top, count = shapes.most_common(1)[0]
+    arriving = _arrival(count * scale, arrivals[top])
+    cost = statistics.median(service[top]) if service[top] else None
+    handler = handlers[top].most_common(1)[0][0] if handlers[top] else None
+    sender = senders[top].most_common(1)[0][0] if senders[top] else None
+    handler_text = (f"{_mfa(rec, handler)} takes {_ms(cost)} each ({1 / cost:,.0f}/s)"
+                    if handler is not None and cost else "its handler is not traced")
+    peak_at = dims.at(peak_ts, node_id)
+    start = dims.at(first_ts, node_id)
+    title = (f"{who} is overloaded: {peak:,} messages queued at {peak_at:.3f} s, "
+             f"{last:,} still queued at the end; {top} {arriving}"
+             f"{f' from {dims.label(sender)}' if sender is not None else ''} and "
+             f"{handler_text}")
+    details = [f"{shape_}: {n * scale:,.0f} messages, {_arrival(n * scale, arrivals[shape_])}"
+               + (f", handled in {_ms(statistics.median(service[shape_]))} (median)"
+                  if service[shape_] else "")
+               for shape_, n in shapes.most_common(5)]
+    details.append(f"{last:,} messages still queued when the recording ended")
+    return Finding(
+        kind="overload", title=title, severity="error" if peak >= 1000 else "warning",
+        start=start, end=dims.at(last_ts, node_id), processes=(who,),
+        evidence=Evidence(messages=tuple(examples)),
+        next_commands=(f"elixirscope flow REC {who} --limit 50",
+                       f"elixirscope stats REC --pid {who}"),
+        details=tuple(details), weight=float(peak))
+
+
+def _arrival(count: float, times: list[int]) -> str:
+    """How fast ``count`` messages arrived at ``times`` (ns): a rate, or for a burst
+    the time it took."""
+    seconds = (max(times) - min(times)) / 1e9 if len(times) > 1 else 0.0
+    if seconds < 0.1:
+        return f"{count:,.0f} arrived within {seconds * 1000:.2g} ms"
+    return f"arrives at {count / seconds:,.0f}/s"
+
+
+def _mfa(rec: RecordingQueries, mfa_id: int) -> str:
+    module, function, arity = rec.dims.functions[mfa_id]
+    return f"{module}.{function}/{arity}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3g} ms"
