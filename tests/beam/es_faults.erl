@@ -69,13 +69,27 @@ fetch(Id) ->
 outliers(N) ->
     start(es_api),
     start(es_backend),
-    [gen_server:call(es_api, {get, I}) || I <- lists:seq(1, N)].
+    [request(I) || I <- lists:seq(1, N)],
+    ok.
+
+%% Each request from a process of its own, as a web server would make them.
+request(I) ->
+    Self = self(),
+    Pid = spawn(fun() -> Self ! {self(), gen_server:call(es_api, {get, I})} end),
+    receive {Pid, Answer} -> Answer end.
 
 %% --- hot function: a process that spends its time in crunch/1 ----------------------
 
-hot(Rounds) ->
+hot(Ms) ->
     start(es_hot),
-    [gen_server:call(es_hot, {crunch, 200000}, 10000) || _ <- lists:seq(1, Rounds)].
+    gen_server:cast(es_hot, {crunch_for, Ms}).
+
+crunch_until(Until, State) ->
+    _ = crunch(100000),
+    case erlang:monotonic_time(millisecond) < Until of
+        true -> crunch_until(Until, State);
+        false -> State
+    end.
 
 crunch(N) ->
     lists:foldl(fun(X, Acc) -> (Acc * 31 + X) rem 1000003 end, 0, lists:seq(1, N)).
@@ -140,6 +154,9 @@ handle_call({query, I}, _From, State) ->
 handle_call({crunch, N}, _From, State) ->
     {reply, crunch(N), State}.
 
+handle_cast({crunch_for, Ms}, State) ->
+    Until = erlang:monotonic_time(millisecond) + Ms,
+    {noreply, crunch_until(Until, State)};
 handle_cast({charge, Amount}, #{charged := Charged} = State) ->
     {noreply, State#{charged := Charged + 100 div Amount}};
 handle_cast({job, _I}, #{served := Served} = State) ->

@@ -11,7 +11,7 @@ import click
 from elixirscope.cli import output
 from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option
-from elixirscope.recording.results import Event, Span
+from elixirscope.recording.results import Event, Span, duration_text
 from elixirscope.recording.timespec import TimeSpecError, duration_seconds, wall_ns
 from elixirscope.recordings import Recording, open_recording
 from elixirscope.tracing.events import KIND_CODES
@@ -174,13 +174,7 @@ def _function(event: Event) -> str:
 
 
 def _duration(value: float | None) -> str:
-    if value is None:
-        return "open"
-    if value < 1e-3:
-        return f"{value * 1e6:.0f} µs"
-    if value < 1:
-        return f"{value * 1e3:.3f} ms"
-    return f"{value:.3f} s"
+    return "open" if value is None else duration_text(value)
 
 
 @click.command()

@@ -8,7 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elixirscope.diagnosis import cascade, deadlock, overload
+from elixirscope.diagnosis import (
+    cascade,
+    deadlock,
+    hotspots,
+    outliers,
+    overload,
+    repeated_work,
+)
 from elixirscope.diagnosis.finding import Finding
 
 if TYPE_CHECKING:
@@ -20,6 +27,9 @@ DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("deadlock", deadlock.detect),
     ("crash_cascade", cascade.detect),
     ("overload", overload.detect),
+    ("repeated_work", repeated_work.detect),
+    ("latency_outlier", outliers.detect),
+    ("hot_function", hotspots.detect),
 )
 
 

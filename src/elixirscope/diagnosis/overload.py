@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from elixirscope.analysis.shapes import payload_shape
 from elixirscope.diagnosis.finding import Evidence, Finding
 from elixirscope.etf import Atom, encode
+from elixirscope.recording.results import duration_text
 
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
@@ -109,7 +110,7 @@ def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: 
     cost = statistics.median(service[top]) if service[top] else None
     handler = handlers[top].most_common(1)[0][0] if handlers[top] else None
     sender = senders[top].most_common(1)[0][0] if senders[top] else None
-    handler_text = (f"{_mfa(rec, handler)} takes {_ms(cost)} each ({1 / cost:,.0f}/s)"
+    handler_text = (f"{_mfa(rec, handler)} takes {duration_text(cost)} each ({1 / cost:,.0f}/s)"
                     if handler is not None and cost else "its handler is not traced")
     peak_at = dims.at(peak_ts, node_id)
     start = dims.at(first_ts, node_id)
@@ -118,7 +119,7 @@ def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: 
              f"{f' from {dims.label(sender)}' if sender is not None else ''} and "
              f"{handler_text}")
     details = [f"{shape_}: {n * scale:,.0f} messages, {_arrival(n * scale, arrivals[shape_])}"
-               + (f", handled in {_ms(statistics.median(service[shape_]))} (median)"
+               + (f", handled in {duration_text(statistics.median(service[shape_]))} (median)"
                   if service[shape_] else "")
                for shape_, n in shapes.most_common(5)]
     details.append(f"{last:,} messages still queued when the recording ended")
@@ -144,6 +145,3 @@ def _mfa(rec: RecordingQueries, mfa_id: int) -> str:
     module, function, arity = rec.dims.functions[mfa_id]
     return f"{module}.{function}/{arity}"
 
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3g} ms"

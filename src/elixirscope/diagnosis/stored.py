@@ -43,10 +43,12 @@ def write(con: duckdb.DuckDBPyConnection, findings: Sequence[Finding], version: 
         cur.execute("BEGIN")
         cur.execute("DROP TABLE IF EXISTS findings")
         cur.execute(TABLE)
-        cur.executemany(
-            "INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [[f.finding_id, f.kind, f.title, f.severity, f.start, f.end, list(f.processes),
-              json.dumps(f.evidence.as_dict()), list(f.next_commands), list(f.details),
-              f.weight] for f in findings])
+        rows = [[f.finding_id, f.kind, f.title, f.severity, f.start, f.end, list(f.processes),
+                 json.dumps(f.evidence.as_dict()), list(f.next_commands),
+                 list(f.details),
+                 f.weight] for f in findings]
+        if rows:
+            cur.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            rows)
         store.put_meta(cur, {META_KEY: version})
         cur.execute("COMMIT")

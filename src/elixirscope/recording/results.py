@@ -65,6 +65,15 @@ def shorten(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def duration_text(seconds: float) -> str:
+    """``31 µs``, ``1.134 ms``, ``2.500 s``."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3f} ms"
+    return f"{seconds:.3f} s"
+
+
 def mfa_text(module: str | None, function: str | None, arity: int | None) -> str | None:
     """``Bank.Account.deposit/2`` from a module as Elixir writes it."""
     if module is None or function is None or arity is None:

@@ -1,0 +1,66 @@
+"""Busy processes and hot functions: a process that spent most of the recording running
+one function's own code (own time: the time in the function minus the traced calls it
+made). Waiting is not running: calls to other processes and sleeps are left out.
+
+A process is busy when its own time in traced code is at least ``BUSY_SHARE`` of the
+recording and ``MIN_BUSY`` seconds; the function that took most of it is named.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from elixirscope.analysis.call_stats import call_stats
+from elixirscope.analysis.results import FunctionStats
+from elixirscope.diagnosis.finding import Evidence, Finding
+from elixirscope.recording.results import duration_text
+
+if TYPE_CHECKING:
+    from elixirscope.recording.query import RecordingQueries
+
+BUSY_SHARE = 0.5
+MIN_BUSY = 0.5
+# Own time in these is waiting, not running.
+WAITING = {(":gen", "call", 4), (":timer", "sleep", 1), ("Process", "sleep", 1),
+           (":erlang", "hibernate", 3), (":gen_server", "call", 2),
+           (":gen_server", "call", 3), ("GenServer", "call", 2), ("GenServer", "call", 3),
+           ("Task", "await", 2)}
+
+
+def detect(rec: RecordingQueries) -> list[Finding]:
+    dims = rec.dims
+    ends = [dims.at(ts, node_id) for node_id, ts in dims.last_ts.items() if ts is not None]
+    duration = max(ends, default=0.0)
+    if duration <= 0:
+        return []
+    per_process: dict[str, list[FunctionStats]] = defaultdict(list)
+    for stats in call_stats(rec, None, None, None, None, None, "own", None, "process"):
+        if (stats.module, stats.function, stats.arity) not in WAITING and stats.pid:
+            per_process[stats.pid].append(stats)
+    found = []
+    for pid, functions in per_process.items():
+        busy = sum(stats.own_time for stats in functions)
+        if busy >= max(BUSY_SHARE * duration, MIN_BUSY):
+            found.append(_finding(pid, functions, busy, duration))
+    return found
+
+
+def _finding(pid: str, functions: list[FunctionStats], busy: float,
+             duration: float) -> Finding:
+    hottest = max(functions, key=lambda stats: stats.own_time)
+    who = hottest.pid_name or pid
+    mfa = f"{hottest.module}.{hottest.function}/{hottest.arity}"
+    title = (f"Busy process {who}: it ran {duration_text(busy)} of the "
+             f"{duration_text(duration)} recorded ({busy / duration:.0%}), "
+             f"{duration_text(hottest.own_time)} of it in {mfa} (own time, "
+             f"{hottest.count:,} calls of {duration_text(hottest.mean)})")
+    details = tuple(f"{stats.module}.{stats.function}/{stats.arity}: own "
+                    f"{duration_text(stats.own_time)} in {stats.count:,} calls"
+                    for stats in sorted(functions, key=lambda s: -s.own_time)[:5])
+    return Finding(
+        kind="hot_function", title=title, severity="warning", start=0.0, end=duration,
+        processes=(who,), evidence=Evidence(),
+        next_commands=(f"elixirscope stats REC --pid {who} --sort own",
+                       f"elixirscope spans REC --pid {who} --slowest 10"),
+        details=details, weight=busy)
