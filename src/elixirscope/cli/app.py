@@ -23,6 +23,7 @@ from elixirscope.cli import (
     recording_commands,
     state_commands,
     supervisors_command,
+    top_command,
     ui_command,
     waits_command,
 )
@@ -39,7 +40,7 @@ def cli(debug: bool) -> None:
 
 for _commands in (demo_command, node_commands, record_command, recording_commands,
                   export_command, state_commands, ui_command, waits_command,
-                  diagnose_command):
+                  diagnose_command, top_command):
     _commands.register(cli)
 analysis_commands.register(cli)
 modules_command.register(cli)

@@ -104,6 +104,13 @@ def limit_options(command: Any) -> Any:
                    "and Agents (for elixirscope state/history).")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None,
               help="Seconds to record (default: until Ctrl-C).")
+@click.option("--metrics-hz", type=click.FloatRange(min=0, max=10), default=10.0,
+              show_default=True, help="Process metrics samples per second (mailbox, "
+              "memory, reductions, status, current function; 0: none), for "
+              "elixirscope top and diagnose.")
+@click.option("--metrics-top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Sample the traced processes and the node's N largest by mailbox, "
+                   "memory and reductions.")
 @click.option("-o", "--output", "path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="The recording file (default: a new file here).")
 @click.option("--overflow", type=click.Choice(OVERFLOWS), default="block", show_default=True,
@@ -120,7 +127,7 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
            level: str, functions: tuple[str, ...], global_only: bool,
            processes: tuple[str, ...], includes: str, children: bool, force: bool,
            setup_timeout: float, partial_ok: bool, with_state: bool, duration: float | None,
-           path: Path | None, overflow: str, capacity: int, with_ui: bool, host: str,
+           metrics_hz: float, metrics_top: int, path: Path | None, overflow: str, capacity: int, with_ui: bool, host: str,
            port: int, no_token: bool, as_json: bool, **limits: float | None) -> None:
     """Records what NODE does to a file: the calls of the modules and functions named,
     and the messages and lifecycle of the processes named. The recorder starts first,
@@ -156,6 +163,8 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         for process in processes:
             scope.trace_process(process, include_children=children, include=include,
                                 force=force)
+        if metrics_hz > 0:
+            scope.sample_metrics(metrics_top, metrics_hz)
         output.err.print(f"tracing {scope.node.name} into {target} since "
                          f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]}"
                          + (f" for {duration:g} s" if duration else "; Ctrl-C to stop"))

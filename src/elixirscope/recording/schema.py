@@ -87,6 +87,12 @@ RAW_TABLES = (
     """CREATE TABLE IF NOT EXISTS process_snapshots (
         pid_id INTEGER NOT NULL, at_ts BIGINT NOT NULL, registered_name VARCHAR,
         initial_call VARCHAR, alive BOOLEAN NOT NULL)""",
+    # Process metrics sampled while recording (the agent's kind-19 records, kept apart
+    # from the events): payload is a map of q (message_queue_len), m (memory), r
+    # (reductions), s (status), f (current function), n (registered name).
+    """CREATE TABLE IF NOT EXISTS process_samples (
+        node_id SMALLINT NOT NULL, pid_id INTEGER NOT NULL, ts BIGINT NOT NULL,
+        wall_offset BIGINT NOT NULL, payload BLOB NOT NULL)""",
     # Breaker trips and other things the session went through.
     """CREATE TABLE IF NOT EXISTS session_events (
         node_id SMALLINT NOT NULL, ts BIGINT, wall_ns BIGINT NOT NULL,

@@ -20,8 +20,10 @@ from elixirscope.recording import schema
 from elixirscope.recording.ingest import EVENT_SCHEMA, Dimensions
 from elixirscope.recording.ring import RingBuffer
 from elixirscope.recording.store import put_meta
+from elixirscope.tracing.events import KIND_CODES
 
 _READ_EVENTS = 1 << 16
+METRICS = KIND_CODES["metrics"]  # process metrics go to their own table
 
 
 class StoreWriter:
@@ -66,7 +68,9 @@ class StoreWriter:
                 cur.register("incoming_events", table)
                 columns = ", ".join(schema.RAW_EVENT_COLUMNS)
                 cur.execute(f"INSERT INTO events ({columns}) SELECT {columns} "
-                            "FROM incoming_events")
+                            f"FROM incoming_events WHERE kind <> {METRICS}")
+                cur.execute("INSERT INTO process_samples SELECT node_id, pid_id, ts, "
+                            f"wall_offset, payload FROM incoming_events WHERE kind = {METRICS}")
                 cur.unregister("incoming_events")
             if meta:
                 put_meta(cur, meta)

@@ -11,7 +11,7 @@ KINDS = {
     1: "call", 2: "return", 3: "exception", 4: "send", 5: "send_to_dead", 6: "receive",
     7: "spawn", 8: "spawned", 9: "exit", 10: "link", 11: "unlink", 12: "getting_linked",
     13: "getting_unlinked", 14: "register", 15: "unregister", 16: "return_to",
-    17: "state", 18: "mailbox",
+    17: "state", 18: "mailbox", 19: "metrics",
 }
 KIND_CODES = {name: code for code, name in KINDS.items()}
 KIND_NAMES = tuple(KINDS.get(code, f"kind{code}") for code in range(max(KINDS) + 1))

@@ -278,6 +278,18 @@ class AsyncScope:
         assert isinstance(result, dict)
         return result
 
+    async def sample_metrics(self, top: int = 10, hz: float = 10.0) -> None:
+        """Samples process metrics into the recording ``hz`` times a second (at most
+        10): mailbox length, memory, reductions, status and current function of the
+        traced processes and of the ``top`` processes of the node by mailbox, memory
+        and reductions. ``hz=0`` stops."""
+        if hz <= 0:
+            await self._request((Atom("metrics"), Atom("off")))
+            return
+        every = max(100, round(1000 / hz))
+        await self._request((Atom("metrics"), {Atom("top"): max(0, int(top)),
+                                               Atom("every_ms"): every}))
+
     async def emergency_stop(self) -> list[TraceInfo]:
         """Removes every pattern and flag at once; returns the traces it stopped."""
         reply = await self._request(Atom("emergency_stop"))
@@ -512,6 +524,9 @@ class Scope:
 
     def limits(self) -> Limits:
         return self.node.run(self.ascope.limits())
+
+    def sample_metrics(self, top: int = 10, hz: float = 10.0) -> None:
+        self.node.run(self.ascope.sample_metrics(top, hz))
 
     def emergency_stop(self) -> list[TraceInfo]:
         return self.node.run(self.ascope.emergency_stop())
