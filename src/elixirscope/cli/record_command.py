@@ -127,8 +127,9 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
            level: str, functions: tuple[str, ...], global_only: bool,
            processes: tuple[str, ...], includes: str, children: bool, force: bool,
            setup_timeout: float, partial_ok: bool, with_state: bool, duration: float | None,
-           metrics_hz: float, metrics_top: int, path: Path | None, overflow: str, capacity: int, with_ui: bool, host: str,
-           port: int, no_token: bool, as_json: bool, **limits: float | None) -> None:
+           metrics_hz: float, metrics_top: int, path: Path | None, overflow: str,
+           capacity: int, with_ui: bool, host: str, port: int, no_token: bool,
+           as_json: bool, **limits: float | None) -> None:
     """Records what NODE does to a file: the calls of the modules and functions named,
     and the messages and lifecycle of the processes named. The recorder starts first,
     then the traces; --duration counts from when they are all on. Ctrl-C stops cleanly;
