@@ -3,7 +3,9 @@ one function's own code (own time: the time in the function minus the traced cal
 made). Waiting is not running: calls to other processes and sleeps are left out.
 
 A process is busy when its own time in traced code is at least ``BUSY_SHARE`` of the
-recording and ``MIN_BUSY`` seconds; the function that took most of it is named.
+recording and ``MIN_BUSY`` seconds, and, where process metrics were sampled, it was not
+seen waiting in most samples (own time includes untraced sleeps and receives); the
+function that took most of it is named.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from elixirscope.analysis import metrics
 from elixirscope.analysis.call_stats import call_stats
 from elixirscope.analysis.results import FunctionStats
 from elixirscope.diagnosis.finding import Evidence, Finding
@@ -38,12 +41,24 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     for stats in call_stats(rec, None, None, None, None, None, "own", None, "process"):
         if (stats.module, stats.function, stats.arity) not in WAITING and stats.pid:
             per_process[stats.pid].append(stats)
+    sampled = metrics.recorded(rec)
     found = []
     for pid, functions in per_process.items():
         busy = sum(stats.own_time for stats in functions)
-        if busy >= max(BUSY_SHARE * duration, MIN_BUSY):
+        if busy >= max(BUSY_SHARE * duration, MIN_BUSY) and not (
+                sampled and _mostly_waiting(rec, pid)):
             found.append(_finding(pid, functions, busy, duration))
     return found
+
+
+def _mostly_waiting(rec: RecordingQueries, pid: str) -> bool:
+    """Whether the process metrics saw the process waiting (a sleep, a receive) in most
+    samples: its own time was then not spent running."""
+    samples = [sample for pid_id in rec.pid_ids(pid) for sample in metrics.series(rec, pid_id)]
+    if not samples:
+        return False
+    waiting = sum(1 for sample in samples if sample.status in ("waiting", "suspended"))
+    return waiting >= len(samples) / 2
 
 
 def _finding(pid: str, functions: list[FunctionStats], busy: float,

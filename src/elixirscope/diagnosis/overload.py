@@ -15,6 +15,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
+from elixirscope.analysis import metrics
 from elixirscope.analysis.shapes import payload_shape
 from elixirscope.diagnosis.finding import Evidence, Finding
 from elixirscope.etf import Atom, encode
@@ -67,7 +68,35 @@ def detect(rec: RecordingQueries) -> list[Finding]:
             if peak >= MIN_BACKLOG and last >= peak / 2:
                 found.append(_finding(rec, pid_id, int(peak), peak_ts, int(last), first_ts,
                                       last_ts))
+    seen = {finding.processes[0] for finding in found}
+    for pid_id, peak, last in metrics.growing_mailboxes(rec, MIN_BACKLOG):
+        who = rec.dims.name(pid_id) or rec.dims.pid(pid_id) or "?"
+        if who not in seen and last >= peak / 2:
+            found.append(_sampled(rec, pid_id, who))
     return found
+
+
+def _sampled(rec: RecordingQueries, pid_id: int, who: str) -> Finding:
+    """A growing mailbox seen in the process metrics (its messages were not traced)."""
+    samples = metrics.series(rec, pid_id)
+    peak = max(samples, key=lambda sample: sample.queue)
+    last = samples[-1]
+    busy = [s.reductions_per_s for s in samples if s.reductions_per_s is not None]
+    where = Counter(sample.current_function for sample in samples).most_common(1)[0][0]
+    title = (f"{who}'s mailbox grew to {peak.queue:,} messages by {peak.time:.3f} s, "
+             f"{last.queue:,} still queued at {last.time:.3f} s; it was mostly in {where}"
+             + (f", at {statistics.median(busy):,.0f} reductions/s" if busy else ""))
+    first = samples[0]
+    return Finding(
+        kind="overload", title=title, severity="error" if peak.queue >= 1000 else "warning",
+        start=first.time, end=last.time, processes=(who,), evidence=Evidence(),
+        next_commands=(f"elixirscope top REC --at {peak.time:.3f}",
+                       f"elixirscope record NODE --trace-process {who} --duration 5 "
+                       "(to see which messages arrive and who sends them)"),
+        details=(f"mailbox {first.queue:,} at {first.time:.3f} s, {peak.queue:,} at "
+                 f"{peak.time:.3f} s, {last.queue:,} at {last.time:.3f} s",
+                 f"memory {last.memory / 1024:,.0f} KB at the end"),
+        weight=float(peak.queue))
 
 
 def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: int,
