@@ -1934,11 +1934,23 @@ in_flight(Pids, Count, St) ->
                                     false -> unknown
                                 end,
                       record(18, 0, P, Ts, none, 0,
-                             #{message_queue_len => Len, current_function => Fn,
-                               status => Status, backlog => Backlog}, [], Acc);
+                             (waiting_on(P, Fn))#{message_queue_len => Len,
+                                                  current_function => Fn, status => Status,
+                                                  backlog => Backlog}, [], Acc);
                   _ -> Acc
               end
       end, St, Pids).
+
+%% A process waiting for the reply to a call monitors the process it called: the
+%% waits-for edge of a call that began before the recording.
+waiting_on(P, {gen, do_call, 4}) ->
+    case erlang:process_info(P, [monitors, current_stacktrace]) of
+        [{monitors, Monitors}, {current_stacktrace, Stack}] ->
+            #{waiting_on => [Pid || {process, Pid} <- Monitors, is_pid(Pid)],
+              stack => [{M, F, A} || {M, F, A, _} <- lists:sublist(Stack, 8)]};
+        _ -> #{}
+    end;
+waiting_on(_, _) -> #{}.
 
 backlog(_, 0, _) -> #{call => 0, cast => 0, system => 0, reply => 0, info => 0};
 backlog(P, Len, Bytes) when Len =< 10000, Bytes =< 64 * 1024 * 1024 ->

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from elixirscope.beam_names import module_display
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom, Pid
@@ -111,6 +112,79 @@ def cycles(rec: RecordingQueries) -> list[tuple[Edge, ...]]:
     return found
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A process that was already waiting for a call's reply when its tracing began
+    (the call began before the recording): ``callee_pid_id`` is the process it
+    monitored while waiting; ``still`` is true when the process did nothing more
+    while recorded."""
+
+    pid_id: int
+    callee_pid_id: int | None
+    at: float
+    seq: int
+    still: bool
+    waiting_in: str | None  # the innermost function of its own below the call
+
+
+def blocked_at_start(rec: RecordingQueries) -> list[Blocked]:
+    """The processes the recording found waiting in a call when their tracing began."""
+    resolver = _Resolver(rec)
+    found = []
+    for seq, pid_id, payload, ts in rec.con.execute(
+            "SELECT seq, pid_id, payload, ts FROM events WHERE kind = 18 ORDER BY seq"
+    ).fetchall():
+        try:
+            value = payload_value(bytes(payload))
+        except ETFDecodeError:
+            continue
+        callees = value.get(Atom("waiting_on")) if isinstance(value, dict) else None
+        if not callees:
+            continue
+        callee = next((pid_id_ for pid_id_ in map(resolver.pid_of, callees)
+                       if pid_id_ is not None), None)
+        later = rec.con.execute("SELECT 1 FROM events WHERE pid_id = ? AND seq > ? "
+                                "AND kind NOT IN (18) LIMIT 1", [pid_id, seq]).fetchone()
+        node_id = rec.dims.node_of(pid_id) or 0
+        found.append(Blocked(pid_id, callee, rec.dims.at(ts, node_id), seq, later is None,
+                             _own_frame(value.get(Atom("stack")))))
+    return found
+
+
+_CALL_MACHINERY = frozenset({"gen", "gen_server", "gen_statem", "gen_event", "proc_lib",
+                             "Elixir.GenServer", "gen_server2", "p1_server"})
+
+
+def _own_frame(stack: Any) -> str | None:
+    """The first frame of a blocked process's stack that is not the call machinery."""
+    if not isinstance(stack, list):
+        return None
+    for frame in stack:
+        if (isinstance(frame, tuple) and len(frame) == 3
+                and str(frame[0]) not in _CALL_MACHINERY and isinstance(frame[2], int)):
+            return f"{module_display(str(frame[0]))}.{frame[1]}/{frame[2]}"
+    return None
+
+
+def blocked_cycles(blocked: list[Blocked]) -> list[tuple[Blocked, ...]]:
+    """The cycles among processes blocked in calls at the start."""
+    by_pid = {entry.pid_id: entry for entry in blocked}
+    found: list[tuple[Blocked, ...]] = []
+    seen: set[frozenset[int]] = set()
+    for start in by_pid:
+        order: list[int] = []
+        current: int | None = start
+        while current is not None and current in by_pid and current not in order:
+            order.append(current)
+            current = by_pid[current].callee_pid_id
+        if current is not None and current in order:
+            loop = order[order.index(current):]
+            if frozenset(loop) not in seen:
+                seen.add(frozenset(loop))
+                found.append(tuple(by_pid[pid_id] for pid_id in loop))
+    return found
+
+
 def _cycles_among(edges: tuple[Edge, ...]) -> list[tuple[Edge, ...]]:
     """The cycles of a graph in which each process waits on at most one other (its
     innermost wait)."""
@@ -154,11 +228,19 @@ class _Resolver:
             node_id = self.nodes.get(str(target[1]), node_id)
             target = target[0]
         if isinstance(target, Pid):
-            node_id = self.nodes.get(str(target.node), node_id)
-            return self.by_pid.get((f"#PID<0.{target.id}.{target.serial}>", node_id or 0))
+            return self.pid_of(target)
         if isinstance(target, Atom):
             return self._holder(inspect(target), wait.since)
         return None
+
+    def pid_of(self, pid: Any) -> int | None:
+        """The recording's id of a pid term (None for one it never saw)."""
+        if not isinstance(pid, Pid):
+            return None
+        node_id = self.nodes.get(str(pid.node))
+        if node_id is None:
+            return None
+        return self.by_pid.get((f"#PID<0.{pid.id}.{pid.serial}>", node_id))
 
     def _holder(self, name: str, at: float) -> int | None:
         try:

@@ -15,6 +15,7 @@ from elixirscope.cli import (
     analysis_commands,
     demo_command,
     diagnose_command,
+    doctor_command,
     export_command,
     modules_command,
     node_commands,
@@ -40,7 +41,7 @@ def cli(debug: bool) -> None:
 
 for _commands in (demo_command, node_commands, record_command, recording_commands,
                   export_command, state_commands, ui_command, waits_command,
-                  diagnose_command, top_command):
+                  diagnose_command, doctor_command, top_command):
     _commands.register(cli)
 analysis_commands.register(cli)
 modules_command.register(cli)

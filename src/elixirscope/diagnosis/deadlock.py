@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from elixirscope.analysis.waits_graph import Edge, cycles
+from elixirscope.analysis.waits_graph import (
+    Blocked,
+    Edge,
+    blocked_at_start,
+    blocked_cycles,
+    cycles,
+)
 from elixirscope.diagnosis.finding import Evidence, Finding
 
 if TYPE_CHECKING:
@@ -13,7 +19,33 @@ if TYPE_CHECKING:
 
 
 def detect(rec: RecordingQueries) -> list[Finding]:
-    return [_finding(cycle) for cycle in cycles(rec)]
+    found = [_finding(cycle) for cycle in cycles(rec)]
+    found.extend(_blocked_finding(rec, cycle)
+                 for cycle in blocked_cycles(blocked_at_start(rec)))
+    return found
+
+
+def _blocked_finding(rec: RecordingQueries, cycle: tuple[Blocked, ...]) -> Finding:
+    """A cycle of calls already blocked when the tracing began."""
+    dims = rec.dims
+    names = [dims.name(entry.pid_id) or dims.pid(entry.pid_id) or "?" for entry in cycle]
+    links = " while ".join(
+        f"{who}{f' (in {entry.waiting_in})' if entry.waiting_in else ''} waits on "
+        f"{names[(index + 1) % len(names)]}"
+        for index, (who, entry) in enumerate(zip(names, cycle, strict=True)))
+    still = all(entry.still for entry in cycle)
+    title = (f"Deadlock: {links}; each was already blocked in a call when the recording "
+             f"began{' and still was at its end' if still else ''}")
+    start = min(entry.at for entry in cycle)
+    return Finding(
+        kind="deadlock", title=title, severity="critical", start=start, end=None,
+        processes=tuple(names), evidence=Evidence(events=tuple(e.seq for e in cycle)),
+        next_commands=("elixirscope query REC --kind mailbox --limit 20",
+                       f"elixirscope waits REC --at {start:.3f}"),
+        details=tuple(f"{name}: in :gen.do_call/4, monitoring "
+                      f"{dims.label(entry.callee_pid_id)}" for name, entry in
+                      zip(names, cycle, strict=True)),
+        weight=float(len(cycle)))
 
 
 def _finding(cycle: tuple[Edge, ...]) -> Finding:

@@ -29,10 +29,24 @@ MIN_BACKLOG = 100
 _TIMEOUT = [b"\x83d\x00\x07timeout", encode(Atom("timeout"))]
 SHAPE_SAMPLE = 2000
 
-# A receive that timed out is traced as the message 'timeout' that nobody sent: not a
-# message in the mailbox.
-_REAL = ("NOT (m.send_seq IS NULL AND m.receive_seq IN "
-         "(SELECT seq FROM events WHERE kind = 6 AND payload IN (SELECT unnest(?::BLOB[]))))")
+
+
+def _blob(data: bytes) -> str:
+    return "'" + "".join(f"\\x{byte:02X}" for byte in data) + "'::BLOB"
+
+
+# Not counted: a receive that timed out, traced as the message 'timeout' that nobody
+# sent; and replies to calls ({Ref, Reply}, {[:alias | Ref], Reply}), which the
+# caller's own receive takes, not a handler.
+_TIMEOUT_SQL = " OR ".join(f"payload = {_blob(data)}" for data in _TIMEOUT)
+_REPLY_PREFIXES = (b"\x83h\x02Z", b"\x83h\x02r",
+                   b"\x83h\x02l\x00\x00\x00\x01d\x00\x05alias",
+                   b"\x83h\x02l\x00\x00\x00\x01w\x05alias")
+_REPLY_SQL = " OR ".join(f"payload[1:{len(prefix)}] = {_blob(prefix)}"
+                         for prefix in _REPLY_PREFIXES)
+_REAL = (f"m.receive_seq NOT IN (SELECT seq FROM events WHERE kind = 6 AND ({_REPLY_SQL})) "
+         f"AND NOT (m.send_seq IS NULL AND m.receive_seq IN "
+         f"(SELECT seq FROM events WHERE kind = 6 AND ({_TIMEOUT_SQL})))")
 
 _BACKLOG = f"""
 WITH real AS (
@@ -57,14 +71,14 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     candidates = rec.con.execute(
         "SELECT receiver_pid_id, count(*), count(handled_ts), max(queue_ns) FROM messages m "
         f"WHERE received_ts IS NOT NULL AND receiver_pid_id IS NOT NULL AND {_REAL} "
-        "GROUP BY receiver_pid_id HAVING count(*) >= ?", [_TIMEOUT, MIN_BACKLOG]).fetchall()
+        "GROUP BY receiver_pid_id HAVING count(*) >= ?", [MIN_BACKLOG]).fetchall()
     # A process whose handlers are not traced has no handled times: its backlog is
     # unknown from messages alone.
     counted = [row[0] for row in candidates if row[2] >= 0.05 * row[1]]
     found = []
     if counted:
         for pid_id, peak, peak_ts, last, first_ts, last_ts in rec.con.execute(
-                _BACKLOG, [counted, _TIMEOUT]).fetchall():
+                _BACKLOG, [counted]).fetchall():
             if peak >= MIN_BACKLOG and last >= peak / 2:
                 found.append(_finding(rec, pid_id, int(peak), peak_ts, int(last), first_ts,
                                       last_ts))
@@ -110,10 +124,10 @@ def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: 
         "LEFT JOIN spans s ON s.span_id = m.handler_span_id "
         f"WHERE m.receiver_pid_id = ? AND {_REAL} "
         f"USING SAMPLE reservoir({SHAPE_SAMPLE} ROWS) REPEATABLE (1)",
-        [pid_id, _TIMEOUT]).fetchall()
+        [pid_id]).fetchall()
     total = rec.con.execute(f"SELECT count(*) FROM messages m WHERE receiver_pid_id = ? "
                             f"AND received_ts IS NOT NULL AND {_REAL}",
-                            [pid_id, _TIMEOUT]).fetchone()
+                            [pid_id]).fetchone()
     received = int(total[0]) if total else len(rows)
     scale = received / max(len(rows), 1)
     arrivals: dict[str, list[int]] = defaultdict(list)
