@@ -534,3 +534,27 @@ def test_two_hundred_thousand_events(path: Path) -> None:
         (20_001, 20_000, 20_000, 20_000)]
     # every request was sent by the one before: a single causal tree
     assert con.execute("SELECT count(DISTINCT correlation_id) FROM events").fetchall() == [(1,)]
+
+
+def test_a_timeout_received_inside_a_cast_handler_never_triggers_the_next_one(
+        path: Path) -> None:
+    """Without a mailbox record (tracing began before the recording, elsewhere), a
+    callback serves the last message of its kind received since the one before: the
+    :timeout a sleep inside the previous handle_cast received is not a cast, while a
+    handle_info may serve a :timeout (a gen_server's own timeout)."""
+    s = Script()
+    first_cast = s.send(1, 10, 2, (Atom("$gen_cast"), Atom("one")))
+    s.receive(2, 11, (Atom("$gen_cast"), Atom("one")))
+    first = s.call(2, 20, CAST)
+    second_cast = s.send(1, 21, 2, (Atom("$gen_cast"), Atom("two")))
+    s.receive(2, 22, (Atom("$gen_cast"), Atom("two")))
+    s.receive(2, 25, Atom("timeout"))  # the sleep inside the first handle_cast
+    s.ret(2, 30, CAST)
+    second = s.call(2, 40, CAST)
+    s.ret(2, 41, CAST)
+    timer = s.receive(2, 50, Atom("timeout"))
+    info = s.call(2, 60, INFO)
+    s.ret(2, 61, INFO)
+    rec = s.record(path)
+    assert rec.rows("SELECT span_id, trigger_message_id FROM spans ORDER BY span_id") == [
+        (first, first_cast), (second, second_cast), (info, timer)]

@@ -1789,7 +1789,13 @@ handle_request(state_keyframes, St) ->
     %% A recording that starts now gets whole states first, read anew where no
     %% callback runs soon.
     %% What is buffered goes first, before the reply: it belongs before the recording.
-    {ok, maps:fold(fun probe_states/3, forget_states(flush(St)), St#st.traces)};
+    %% The traced processes' mailboxes too: a recording that starts after their traces
+    %% did needs the backlog it starts with to pair callbacks with their messages.
+    St1 = maps:fold(fun(_, T = #{kind := process, pid := P}, Acc) when is_pid(P) ->
+                            in_flight([P], counts_backlog(T), Acc);
+                       (_, _, Acc) -> Acc
+                    end, forget_states(flush(St)), St#st.traces),
+    {ok, maps:fold(fun probe_states/3, St1, St#st.traces)};
 handle_request(shutdown, St) ->
     St1 = remove_all(flush(St)),
     self() ! {'DOWN', St1#st.owner_mon, process, St1#st.owner, shutdown},

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
 
 GAP = 5.0
-# What OTP supervisors allow when their flags do not say: 1 restart in 5 seconds.
-DEFAULT_INTENSITY = (1, 5)
 
 
 @dataclass
@@ -82,13 +80,13 @@ def _finding(rec: RecordingQueries, group: list[Event],
                  f"restarted {restarts} time{'s' if restarts != 1 else ''} in "
                  f"{end - start:.2g} s")
         if supervisor is not None:
-            allowed, period = supervisor.intensity or DEFAULT_INTENSITY
-            storm += (f" ({supervisor.name} allows {allowed} in {period} s"
-                      f"{'' if supervisor.intensity else ', the default'})")
+            if supervisor.intensity is not None:
+                allowed, period = supervisor.intensity
+                storm += f" ({supervisor.name} allows {allowed} in {period} s)"
+                if restarts > allowed:
+                    severity = "critical"
             if supervisor.exited is not None:
                 storm += f", then {supervisor.name} gave up and exited"
-                severity = "critical"
-            elif restarts > allowed:
                 severity = "critical"
         parts.append(storm)
     if propagated:
@@ -194,8 +192,32 @@ def _supervisor(rec: RecordingQueries, restarted: dict[str, list[int]],
                        intensity=_intensity(rec, found), exited=found.exited)
 
 
+def _intensity_in_state(rec: RecordingQueries, supervisor: Process
+                        ) -> tuple[int, int] | None:
+    try:
+        history = rec.state_history(supervisor.pid_id, limit=1)
+    except QueryError:
+        return None
+    state = history[0].state if history and history[0].known else None
+    if not (isinstance(state, tuple) and state and isinstance(state[0], Atom)):
+        return None
+    records = (rec.meta.get("records") or {}).get(supervisor.node) or []
+    for name, size, fields in records:
+        if name == str(state[0]) and size == len(state) and {"intensity", "period"} <= set(
+                fields):
+            intensity = state[1 + fields.index("intensity")]
+            period = state[1 + fields.index("period")]
+            if isinstance(intensity, int) and isinstance(period, int):
+                return (intensity, period)
+    return None
+
+
 def _intensity(rec: RecordingQueries, supervisor: Process) -> tuple[int, int] | None:
-    """The restart intensity the supervisor's init/1 returned, when it was recorded."""
+    """The supervisor's restart intensity: from its recorded state (a #state{} record
+    whose fields the node's debug info named), else from what its init/1 returned."""
+    from_state = _intensity_in_state(rec, supervisor)
+    if from_state is not None:
+        return from_state
     try:
         spans = rec.spans(function="init/1", pid=supervisor.pid_id, limit=5)
     except QueryError:  # no init/1 in the recording: no intensity

@@ -160,12 +160,15 @@ CASE WHEN starts_with(head, '\x83h\x03d\x00\x09$gen_call')
 # of a process without a mailbox record (a recording made elsewhere), serves the
 # message received last before it, if that came after the process's previous depth-1
 # span: a message is never taken twice, and a loop that received nothing has no
-# trigger.
+# trigger. A receive that timed out is traced as the message 'timeout': a gen_server's
+# handle_info(:timeout) serves it, a handle_call or handle_cast never does (it is what
+# a sleep inside the one before received).
 TRIGGERS = f"""
 CREATE OR REPLACE TEMP TABLE fz_trigger AS
 WITH recv AS (
     SELECT m.receive_seq AS seq, m.receiver_pid_id AS pid_id, m.message_id,
-           {_CATEGORY} AS category
+           {_CATEGORY} AS category,
+           head IN ('\\x83d\\x00\\x07timeout', '\\x83w\\x07timeout') AS timed_out
     FROM fz_msg m
     JOIN (SELECT seq, left(payload::VARCHAR, 48) AS head FROM events WHERE kind = 6) e
       ON e.seq = m.receive_seq
@@ -192,8 +195,14 @@ UNION ALL
 SELECT f.span_id, CASE WHEN r.seq > COALESCE(f.prev, -1) THEN r.message_id END
 FROM (SELECT * FROM firsts f WHERE category IS NULL OR NOT EXISTS (
           SELECT 1 FROM fz_backlog b WHERE b.pid_id = f.pid_id)) f
-ASOF LEFT JOIN (SELECT * FROM recv WHERE category NOT IN ('system', 'reply')) r
-     ON r.pid_id = f.pid_id AND f.span_id >= r.seq
+ASOF LEFT JOIN (SELECT *, 'any' AS kind_of FROM recv
+                WHERE category NOT IN ('system', 'reply')
+                UNION ALL
+                SELECT *, 'message' FROM recv
+                WHERE category NOT IN ('system', 'reply') AND NOT timed_out) r
+     ON r.pid_id = f.pid_id
+        AND r.kind_of = CASE WHEN f.category IN ('call', 'cast') THEN 'message' ELSE 'any' END
+        AND f.span_id >= r.seq
 """
 
 # Causal links between trees: a root span that a message triggered hangs under the

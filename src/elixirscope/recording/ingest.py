@@ -25,7 +25,7 @@ from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError, ProtocolError
 from elixirscope.etf import Pid, decode_body, encode
 from elixirscope.tracing.batch import AgentStats, unpack
-from elixirscope.tracing.events import OTHER_IS_CALLER, TARGET_NOT_PID, TRUNCATED
+from elixirscope.tracing.events import METRICS, OTHER_IS_CALLER, TARGET_NOT_PID, TRUNCATED
 
 HEADER = np.dtype([
     ("kind", "u1"), ("flags", "u1"), ("pid", ">u4"), ("ts", ">i8"), ("mfa", ">u4"),
@@ -129,7 +129,8 @@ class BatchIngest:
         # Index entries sent before this ingest started (a recording begun mid-session).
         self._lookup = lookup
         self.lost_batches = 0
-        self.events = 0
+        self.events = 0  # events of the recording (not the process metrics samples)
+        self.samples = 0
         self.last_ts: int | None = None
         self._hlc = 0
         self._pids = np.full(64, _NONE, dtype=np.int32)
@@ -143,7 +144,9 @@ class BatchIngest:
         first_seq = self.seq.claim(count)
         self._account(number, stats, first_seq, records)
         chunk = self._columns(records, payloads, first_seq)
-        self.events += count
+        samples = int(np.count_nonzero(records["kind"] == METRICS)) if count else 0
+        self.events += count - samples
+        self.samples += samples
         if count:
             self.last_ts = int(records["ts"][-1])
         return chunk

@@ -15,15 +15,15 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from elixirscope.recording import schema
 from elixirscope.recording.ingest import EVENT_SCHEMA, Dimensions
 from elixirscope.recording.ring import RingBuffer
 from elixirscope.recording.store import put_meta
-from elixirscope.tracing.events import KIND_CODES
+from elixirscope.tracing.events import METRICS
 
 _READ_EVENTS = 1 << 16
-METRICS = KIND_CODES["metrics"]  # process metrics go to their own table
 
 
 class StoreWriter:
@@ -45,7 +45,8 @@ class StoreWriter:
     def add(self, chunks: list[pa.RecordBatch]) -> None:
         for chunk in chunks:
             self._pending.append(chunk)
-            self._pending_events += chunk.num_rows
+            samples = pc.sum(pc.equal(chunk.column("kind"), METRICS)).as_py() or 0
+            self._pending_events += chunk.num_rows - samples
 
     def flush(self, meta: dict[str, Any] | None = None) -> int:
         """Writes what is pending in one transaction; returns the events written."""

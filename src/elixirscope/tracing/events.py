@@ -14,6 +14,8 @@ KINDS = {
     17: "state", 18: "mailbox", 19: "metrics",
 }
 KIND_CODES = {name: code for code, name in KINDS.items()}
+# Process metrics samples travel as records of this kind and are stored apart.
+METRICS = KIND_CODES["metrics"]
 KIND_NAMES = tuple(KINDS.get(code, f"kind{code}") for code in range(max(KINDS) + 1))
 
 TRUNCATED = 1
