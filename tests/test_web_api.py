@@ -357,3 +357,18 @@ def test_ui_command(bank_recording: Path, tmp_path: Path) -> None:
         _, err = process.communicate(timeout=20)
     assert process.returncode == 0, err
     assert token not in err
+
+
+def test_findings_metrics_and_waits(client: httpx.Client, bank_recording: Path) -> None:
+    found = get(client, "/api/findings")
+    assert found["live"] is False and found["findings"], found
+    crash = next(f for f in found["findings"] if f["kind"] == "crash_cascade")
+    assert crash["pid_ids"] and crash["focus"]["t0"] < crash["start"] < crash["focus"]["t1"]
+    with open_recording(bank_recording) as rec:
+        account = rec.pid_ids("Bank.Transfer")[0]
+        wait = rec.waits(limit=1)[0]
+    series = get(client, f"/api/metrics/{account}")
+    assert len(series["t"]) == len(series["queue"]) == len(series["memory"]) > 10
+    graph = get(client, "/api/waits", t=wait.since + (wait.duration or 0) / 2)
+    assert any(edge["span_id"] == wait.span.span_id and edge["from"] == wait.span.pid_id
+               and edge["to"] is not None for edge in graph["edges"]), graph

@@ -127,7 +127,7 @@ def test_zoom_in_on_the_crash_and_inspect_it(page: Any) -> None:
     inspector = page.locator("[data-testid=inspector]")
     page.wait_for_function("document.querySelector('#inspector-body').dataset.kind === 'event'")
     text = inspector.inner_text()
-    assert "exit" in text and "ArithmeticError" in text and "Causal chain" in text
+    assert "exit" in text and "ArithmeticError" in text and "Causal chain" in text, text
     assert f"sel=event:{crash['seq']}" in page.url
     shot(page, "02-crash-zoomed")
     # follow the causal chain one step back
@@ -240,3 +240,22 @@ def test_a_shared_link_lands_on_the_same_moment(page: Any, browser: Any) -> None
     assert "ArithmeticError" in other.inner_text("[data-testid=inspector]")
     shot(other, "06-shared-link")
     context.close()
+
+
+def test_a_finding_focuses_the_timeline_on_its_evidence(page: Any) -> None:
+    page.wait_for_function("window.__es.findings !== undefined")
+    tab = page.locator("[data-testid=findings-tab]")
+    assert "(" in tab.inner_text()
+    tab.click()
+    finding = page.locator("[data-testid=finding][data-kind=crash_cascade]").first
+    assert "raised" in finding.inner_text() or "exited" in finding.inner_text()
+    finding.click()
+    page.wait_for_timeout(300)
+    crash = page.evaluate("window.__es.findings.find(f => f.kind === 'crash_cascade')")
+    current = stats(page)
+    assert current["t0"] < crash["start"] < current["t1"]
+    assert current["t1"] - current["t0"] < 1.0
+    assert page.evaluate("window.__es.focus.pid") in crash["pid_ids"]
+    # The selected process's mailbox and memory over time.
+    page.wait_for_function("!document.querySelector('[data-testid=metrics-chart]').hidden")
+    shot(page, "finding-focused")

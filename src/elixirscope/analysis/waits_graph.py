@@ -61,10 +61,15 @@ def graph_at(rec: RecordingQueries, t: TimeSpec) -> WaitGraph:
     ended."""
     dims = rec.dims
     at = (wall_ns(t, dims.start_wall_ns) - dims.start_wall_ns) / 1e9
-    edges = tuple(edge for edge in resolved_waits(rec)
-                  if edge.wait.since <= at and (edge.wait.outcome == "waiting"
-                                                or edge.end > at))
-    return WaitGraph(at, edges, tuple(_cycles_among(edges)))
+    return graph_of(resolved_waits(rec), at)
+
+
+def graph_of(edges: list[Edge], at: float) -> WaitGraph:
+    """The graph at ``at`` seconds from the start, of waits already resolved."""
+    open_then = tuple(edge for edge in edges
+                      if edge.wait.since <= at and (edge.wait.outcome == "waiting"
+                                                    or edge.end > at))
+    return WaitGraph(at, open_then, tuple(_cycles_among(open_then)))
 
 
 def cycles(rec: RecordingQueries) -> list[tuple[Edge, ...]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from elixirscope.cli import output
+from elixirscope.cli.diagnose_command import print_findings
 from elixirscope.cli.options import json_option
 from elixirscope.cli.record_command import default_path, record_for, stats_line
 from elixirscope.cli.summary_view import print_summary, summary_json
@@ -49,7 +50,8 @@ def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
     """Starts the sample bank app on a fresh node, records it for DURATION seconds while
     a workload runs with an account crash, a slow path and a message flood, then
     summarises the recording: processes, busiest functions, slowest spans, messages,
-    the crash and its causal chain, and what was dropped."""
+    the crash and its causal chain, what was dropped, and the findings (what
+    elixirscope diagnose says is wrong)."""
     target = path or default_path("elixirscope-demo")
     options = None if no_ui or as_json else UIOptions(host, port, not no_token)
     if options is not None:
@@ -61,12 +63,16 @@ def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
         _trace_bank(scope)
         output.err.print(f"recording {duration:g} s to {target} ...")
         stats = record_for(scope, target, duration, live=not as_json, before=_start_demo)
-    with open_recording(target) as recording:
+    with open_recording(target, writable=True) as recording:
+        found = recording.findings()
         if as_json:
-            output.json_line(summary_json(recording) | {"path": str(target)})
+            output.json_line(summary_json(recording) | {
+                "path": str(target), "findings": [f.as_dict() for f in found]})
             return
         output.err.print(stats_line(stats))
         print_summary(recording)
+    output.out.print("")
+    print_findings(found, target)
     output.out.print(f"\nrecording: {target}\n  try: elixirscope spans {target} --slowest 10"
                      f"\n       elixirscope history {target} Bank.Transfer"
                      f"\n       elixirscope stats {target}")
@@ -95,6 +101,7 @@ def _account_pids(node: Node) -> list[Pid]:
 
 
 def _start_demo(scope: Scope) -> None:
+    scope.sample_metrics(10, 10.0)
     reply = scope.node.rpc("Elixir.Bank.Demo", "run", [[]])
     if reply != Atom("ok"):
         output.err.print(f"note: the demo script answered {reply}")

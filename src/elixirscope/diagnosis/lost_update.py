@@ -55,21 +55,49 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     return found
 
 
+@dataclass(frozen=True)
+class _Callback:
+    """What one callback of the server was asked, by whom, and what it replied."""
+
+    client: str | None
+    reply: Any
+
+
+def _callbacks(rec: RecordingQueries, pid_id: int) -> dict[int, _Callback]:
+    """Per outermost callback span of the process: its client (the From of a call,
+    else the sender of the message it served) and its reply, in one query."""
+    found: dict[int, _Callback] = {}
+    pids = {text: pid for pid, (text, _) in rec.dims.pids.items()}
+    for span_id, args, result, sender in rec.con.execute(
+            "SELECT s.span_id, e.payload, r.payload, m.sender_pid_id FROM spans s "
+            "JOIN events e ON e.seq = s.span_id LEFT JOIN events r ON r.seq = s.end_seq "
+            "LEFT JOIN messages m ON m.message_id = s.trigger_message_id "
+            "WHERE s.pid_id = ? AND s.depth = 1", [pid_id]).fetchall():
+        client = _from(rec, pids, _decoded(args))
+        if client is None and sender is not None:
+            client = rec.dims.name(sender) or rec.dims.pid(sender)
+        reply = _decoded(result)
+        found[span_id] = _Callback(client, reply[1] if isinstance(reply, tuple) and len(
+            reply) >= 3 and reply[0] == _REPLY else None)
+    return found
+
+
 def _lost(rec: RecordingQueries, history: list[StateTransition]) -> list[Finding]:
     reads: dict[str, _Read] = {}  # per client, its last read
     writes: dict[tuple[Any, ...], list[_Write]] = {}  # per field path, in order
     found: list[Finding] = []
+    callbacks = _callbacks(rec, history[0].pid_id) if history else {}
+    if len({c.client for c in callbacks.values() if c.client is not None}) < 2:
+        return found  # one client cannot lose another's update
     for transition in history:
-        if not transition.known:
+        callback = callbacks.get(transition.span_id) if transition.span_id else None
+        if not transition.known or callback is None or callback.client is None:
             continue
-        client = _client(rec, transition)
-        if client is None:
-            continue
+        client = callback.client
         changes = transition.delta.changes
         if not changes:
-            reply = _reply(rec, transition)
-            if reply is not None:
-                reads[client] = _Read(transition, reply)
+            if callback.reply is not None:
+                reads[client] = _Read(transition, callback.reply)
             continue
         read = reads.get(client)
         for change in changes:
@@ -114,48 +142,25 @@ def _finding(transition: StateTransition, client: str, read: _Read, other: _Writ
         weight=transition.time - read.transition.time)
 
 
-def _client(rec: RecordingQueries, transition: StateTransition) -> str | None:
-    """Who asked for the transition: the caller of a call, the sender of a message."""
-    trigger = transition.trigger
-    if trigger is None:
+def _from(rec: RecordingQueries, pids: dict[str, int], args: Any) -> str | None:
+    """The caller of a ``handle_call(Request, From, State)``: From's pid (its name when
+    the recording knows one)."""
+    if isinstance(args, list) and len(args) == 3 and isinstance(args[1], tuple) and args[1]:
+        caller = args[1][0]
+        if isinstance(caller, Pid):
+            shown = f"#PID<0.{caller.id}.{caller.serial}>"
+            pid_id = pids.get(shown)
+            return (rec.dims.name(pid_id) if pid_id is not None else None) or shown
+    return None
+
+
+def _decoded(payload: bytes | None) -> Any:
+    if payload is None:
         return None
     try:
-        value = payload_value(trigger.payload)
+        return payload_value(bytes(payload))
     except ETFDecodeError:
         return None
-    if trigger.kind == "call" and isinstance(value, list) and len(value) >= 2:
-        value = (_GEN_CALL, value[1], value[0])  # handle_call(Request, From, State)
-    if isinstance(value, tuple) and len(value) == 3 and value[0] == _GEN_CALL:
-        sender = value[1][0] if isinstance(value[1], tuple) and value[1] else None
-        if isinstance(sender, Pid):
-            return _label(rec, sender)
-    if trigger.message_id is not None:
-        message = rec.message_by_id(trigger.message_id)
-        if message is not None and message.sender is not None:
-            return message.sender_name or message.sender
-    return None
-
-
-def _label(rec: RecordingQueries, pid: Pid) -> str:
-    shown = f"#PID<0.{pid.id}.{pid.serial}>"
-    for pid_id, (text, _) in rec.dims.pids.items():
-        if text == shown:
-            return rec.dims.name(pid_id) or shown
-    return shown
-
-
-def _reply(rec: RecordingQueries, transition: StateTransition) -> Any:
-    """What a call's callback replied (``{:reply, Reply, State}``), if recorded."""
-    if transition.span_id is None:
-        return None
-    try:
-        span = rec.span(transition.span_id)
-        result = payload_value(span.result_payload) if span.result_payload else None
-    except (QueryError, ETFDecodeError):
-        return None
-    if isinstance(result, tuple) and len(result) >= 3 and result[0] == _REPLY:
-        return result[1]
-    return None
 
 
 def _field(state: Any, path: tuple[Any, ...]) -> Any:

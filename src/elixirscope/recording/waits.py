@@ -17,6 +17,7 @@ from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom
 from elixirscope.recording.results import Span, payload_value
+from elixirscope.recording.sql import Where
 
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
@@ -65,7 +66,9 @@ def waits(rec: RecordingQueries, pid: str | int | None = None, *,
     newest = rec.events(limit=1, order="desc")
     last = newest[0].time if newest else None
     parents = {s.parent_span_id for s in spans if s.parent_span_id is not None}
-    callers = {span_id: rec.span(span_id) for span_id in parents}
+    where = Where()
+    where.within("s.span_id", sorted(parents))
+    callers = {span.span_id: span for span in rec.spans_where(where, "s.span_id", None)}
     return [_wait(s, callers.get(s.parent_span_id) if s.parent_span_id else None, last)
             for s in spans]
 

@@ -258,6 +258,21 @@ def api_state_diff(request: Request, view: View) -> Any:
                            _float(request, "t2"))
 
 
+def api_findings(request: Request, view: View) -> Any:
+    """What is wrong in the recording, worst first (elixirscope diagnose)."""
+    return view.findings()
+
+
+def api_metrics(request: Request, view: View) -> Any:
+    """A process's sampled mailbox length and memory over time."""
+    return view.metrics(_int(request, "pid_id", source="path"))
+
+
+def api_waits(request: Request, view: View) -> Any:
+    """Who waits on whom at a time (calls to other processes), and the cycles."""
+    return view.waits_at(_float(request, "t"))
+
+
 def api_openapi(request: Request) -> Response:
     return _json(openapi())
 
@@ -323,6 +338,9 @@ ROUTES: list[tuple[str, Callable[[Request, View], Any]]] = [
     ("/api/state/{pid_id}/history", api_state_history),
     ("/api/state/{pid_id}/at", api_state_at),
     ("/api/state/{pid_id}/diff", api_state_diff),
+    ("/api/findings", api_findings),
+    ("/api/metrics/{pid_id}", api_metrics),
+    ("/api/waits", api_waits),
 ]
 
 

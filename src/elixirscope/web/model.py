@@ -30,6 +30,9 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from elixirscope.analysis import metrics
+from elixirscope.analysis.waits_graph import Edge, graph_of, resolved_waits
+from elixirscope.diagnosis.finding import Finding
 from elixirscope.errors import ElixirScopeError
 from elixirscope.recording.query import clean_exit
 from elixirscope.recording.results import (
@@ -126,6 +129,8 @@ class View:
         self._spans: SpanIndex | None = None
         self._spans_ready = threading.Event()
         self._histories: dict[int, list[Any]] = {}
+        self._findings: list[dict[str, Any]] | None = None
+        self._wait_edges: list[Edge] | None = None
         self.closed = False
         self.built: dict[str, float] = {}
         started = time.perf_counter()
@@ -171,7 +176,10 @@ class View:
         if self.closed:
             raise UIError("the recording is being finished; try again in a moment", 503)
         try:
-            cur = self._con.cursor()
+            # The connection serves one call at a time: a cursor is made while no
+            # Recording query runs on it (those hold the lock too).
+            with self._lock:
+                cur = self._con.cursor()
         except duckdb.Error as exc:
             raise UIError("the recording is being finished; try again in a moment",
                           503) from exc
@@ -834,8 +842,10 @@ class View:
     def state_history(self, pid_id: int) -> dict[str, Any]:
         """The process's state transitions, light: what changed, when and why."""
         history = self._history(pid_id)
-        return {"pid_id": pid_id, "label": self.dims.label(pid_id),
-                "transitions": [_transition_row(t) for t in history]}
+        # A transition reads its trigger and diff lazily, on the Recording's connection.
+        with self._lock:
+            rows = [_transition_row(t) for t in history]
+        return {"pid_id": pid_id, "label": self.dims.label(pid_id), "transitions": rows}
 
     def state_at(self, pid_id: int, t: float) -> dict[str, Any]:
         """The state at ``t`` (the last transition at or before it), its diff against
@@ -852,9 +862,75 @@ class View:
                 text = str(current.state_text)
             except QueryError as exc:
                 text = f"(not known here: {exc})"
+            row, delta = _transition_row(current), current.delta.as_dict()
         return {"pid_id": pid_id, "time": t, "index": at, "count": len(history),
-                "state": _cut(text), "transition": _transition_row(current),
-                "delta": current.delta.as_dict()}
+                "state": _cut(text), "transition": row, "delta": delta}
+
+    # --- diagnosis ------------------------------------------------------------------
+
+    def findings(self) -> dict[str, Any]:
+        """The recording's findings, worst first, each with the processes (pid_ids) of
+        its evidence and the window that shows it."""
+        if self.recording is None:
+            return {"live": True, "findings": []}
+        if self._findings is None:
+            # Finding them may take a while: on a connection of their own, so the
+            # timeline and the inspector are not kept waiting.
+            with open_recording(self.path) as recording:
+                found = recording.findings()
+            self._findings = [self._finding_row(finding) for finding in found]
+        return {"live": False, "findings": self._findings}
+
+    def _finding_row(self, finding: Finding) -> dict[str, Any]:
+        evidence = finding.evidence
+        seqs = [*evidence.events, *evidence.spans, *evidence.waits]
+        pids: list[int] = []
+        with self.cursor() as cur:
+            if seqs:
+                pids += [row[0] for row in cur.execute(
+                    "SELECT pid_id FROM events WHERE seq IN (SELECT unnest(?::BIGINT[])) "
+                    "ORDER BY seq", [seqs]).fetchall()]
+            if evidence.messages:
+                for sender, receiver in cur.execute(
+                        "SELECT sender_pid_id, receiver_pid_id FROM messages WHERE "
+                        "message_id IN (SELECT unnest(?::BIGINT[]))",
+                        [list(evidence.messages)]).fetchall():
+                    pids += [pid for pid in (receiver, sender) if pid is not None]
+        for label in finding.processes:
+            pids += [pid_id for pid_id, names in self.dims.names.items() if label in names]
+        start = finding.start if finding.start is not None else 0.0
+        end = finding.end if finding.end is not None else start
+        pad = max((end - start) * 0.15, 0.005)
+        return finding.as_dict() | {
+            "pid_ids": list(dict.fromkeys(pids)),
+            "focus": {"t0": start - pad, "t1": end + pad, "t": start}}
+
+    def metrics(self, pid_id: int) -> dict[str, Any]:
+        """A process's sampled mailbox length and memory over time (at most 2,000
+        points, every n-th kept)."""
+        recording = self._time_travel()
+        with self._lock:
+            if not metrics.recorded(recording):
+                return {"pid_id": pid_id, "t": [], "queue": [], "memory": []}
+            samples = metrics.series(recording, pid_id)
+        step = max(1, len(samples) // 2000)
+        kept = samples[::step]
+        return {"pid_id": pid_id, "t": [s.time for s in kept],
+                "queue": [s.queue for s in kept], "memory": [s.memory for s in kept]}
+
+    def waits_at(self, t: float) -> dict[str, Any]:
+        """The waits-for graph at ``t``: who waits on whom, and the cycles."""
+        recording = self._time_travel()
+        with self._lock:
+            if self._wait_edges is None:
+                self._wait_edges = resolved_waits(recording)
+            graph = graph_of(self._wait_edges, t)
+        cycle = {edge.wait.span.span_id for loop in graph.cycles for edge in loop}
+        return {"t": t, "edges": [
+            {"from": edge.wait.span.pid_id, "to": edge.callee_pid_id,
+             "request": _cut(edge.wait.request), "since": edge.wait.since,
+             "span_id": edge.wait.span.span_id,
+             "in_cycle": edge.wait.span.span_id in cycle} for edge in graph.edges]}
 
     def state_diff(self, pid_id: int, t1: float, t2: float) -> dict[str, Any]:
         recording = self._time_travel()

@@ -85,6 +85,17 @@ _PATHS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
                                          "the process"),
                                   _param("t1", "query", _SECONDS, "from", True),
                                   _param("t2", "query", _SECONDS, "to", True)]),
+    "/api/findings": ("findings", "What is wrong in the recording, worst first: each "
+                      "finding's kind, title, severity, time range, processes "
+                      "(`pid_ids`), evidence ids, next commands and the window that "
+                      "shows it (`focus`).", []),
+    "/api/metrics/{pid_id}": ("metrics", "A process's sampled mailbox length and memory "
+                              "over time (`t`, `queue`, `memory`).",
+                              [_param("pid_id", "path", {"type": "integer"},
+                                      "the process")]),
+    "/api/waits": ("waits", "The waits-for graph at `t`: each call to another process "
+                   "still waiting then (`from`, `to` pid_ids, `request`, `in_cycle`).",
+                   [_param("t", "query", _SECONDS, "the moment", True)]),
     "/api/stream": ("stream", "Server-sent events: `update` {events, duration} while a "
                     "live recording grows, `finished` when it has been finished.", []),
 }

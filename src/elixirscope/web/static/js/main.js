@@ -7,6 +7,8 @@ import { initState, setDuration } from "./statepanel.js";
 import { initSearch, suggestSearches } from "./search.js";
 import { initPanels, setProcesses, renderFacts } from "./panels.js";
 import { initShortcuts } from "./shortcuts.js";
+import { loadFindings } from "./findings.js";
+import { initMetrics } from "./metrics.js";
 
 window.__es = { painted: 0, ready: false, timeline, focus };
 
@@ -34,6 +36,12 @@ async function loadAll(first) {
     document.querySelector("#process-rows tr.selected")?.scrollIntoView({ block: "nearest" });
   }
   renderFacts(info);
+  loadFindings().then((found) => {
+    // The tab says there is something wrong, in its severity's colour.
+    const tab = document.querySelector("[data-tab=findings]");
+    tab.classList.toggle("alert", found.some((f) => f.severity === "critical" || f.severity === "error"));
+    window.__es.findings = found;
+  });
   suggestSearches(info, lanes);
   setDuration(info.duration);
   window.__es.info = info;
@@ -47,6 +55,7 @@ async function start() {
   initSearch();
   initPanels();
   initShortcuts();
+  initMetrics();
   document.getElementById("copy-link").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText(location.href); } catch { /* no clipboard: the address bar has it */ }
   });

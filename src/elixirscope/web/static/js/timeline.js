@@ -11,11 +11,13 @@ const state = {
   info: null, lanes: [], rows: [], laneTop: new Map(), totalH: 0, scrollY: 0,
   data: null, kinds: {}, matches: [], matchIndex: -1, hits: null, rate: null,
   pending: null, seq: 0, dpr: 1, painted: 0, requests: 0,
+  findings: [], waits: null, waitsTimer: null,
 };
 let canvas, ctx, mini, mctx, tooltip, lodBadge;
 
 export const timeline = {
-  init, setInfo, setLanes, setMatches, refetch, ensureVisible, scrollToLane, fit,
+  init, setInfo, setLanes, setMatches, setFindings, refetch, ensureVisible, scrollToLane, fit,
+  waits: () => state.waits,
   itemsOnScreen: () => state.hits,
   hitAt: (px, py) => { const hit = hitTest(px, py); return hit && { type: hit.type, id: hit.id }; },
   stats: () => ({ painted: state.painted, mode: state.data && state.data.mode,
@@ -39,8 +41,25 @@ function init() {
   bindMinimap();
   onFocus((changed) => {
     if (changed.t0 || changed.t1) refetch();
+    if (changed.t) fetchWaits();
     draw();
   });
+}
+
+function setFindings(list) { state.findings = list; draw(); }
+
+// Who waits on whom at the focus time (calls to other processes), drawn as arrows
+// from the waiting lane to the called one at the cursor; a cycle is red.
+function fetchWaits() {
+  clearTimeout(state.waitsTimer);
+  if (!state.info || state.info.live) { state.waits = null; return; }
+  const t = focus.t;
+  state.waitsTimer = setTimeout(async () => {
+    try {
+      const answer = await api("/api/waits", { t });
+      if (answer.t === focus.t) { state.waits = answer; draw(); }
+    } catch { state.waits = null; }
+  }, 120);
 }
 
 function resize() {
@@ -255,6 +274,7 @@ function paint() {
     if (data.mode === "detail") paintArrows(data, hits);
   }
   paintMatches();
+  paintWaits();
   paintLosses(h);
   // the focus cursor
   const cx = x(focus.t);
@@ -293,6 +313,7 @@ function paintAxis(w, span) {
   ctx.fillText(`▼ ${fmtTime(focus.t, span)}`, Math.max(LABEL_W + 2, x(focus.t) - 6), 9);
   ctx.fillStyle = "#1d232b"; ctx.font = "bold 11px system-ui, sans-serif";
   ctx.fillText(`${fmtDuration(span)} shown`, 8, 15);
+  paintFindingMarks();
 }
 
 function niceStep(raw) {
@@ -431,6 +452,41 @@ function paintMatches() {
     if (px < LABEL_W || px > W()) continue;
     ctx.fillStyle = i === state.matchIndex ? "rgba(255,170,0,0.9)" : "rgba(255,200,0,0.55)";
     ctx.fillRect(px - 1.5, y0 + 1, 3, LANE_H - 2);
+  }
+}
+
+function paintWaits() {
+  const waits = state.waits;
+  if (!waits || !waits.edges.length) return;
+  const cx = x(focus.t);
+  ctx.font = "10px system-ui, sans-serif";
+  for (const edge of waits.edges) {
+    const from = laneScreenY(edge.from), to = edge.to === null ? null : laneScreenY(edge.to);
+    if (from === null) continue;
+    const y0 = from + LANE_H / 2;
+    const y1 = to === null ? y0 - LANE_H / 2 : to + LANE_H / 2;
+    ctx.strokeStyle = edge.in_cycle ? "#d23b3b" : "#8d74d8"; ctx.lineWidth = edge.in_cycle ? 2 : 1.2;
+    ctx.setLineDash([5, 3]);
+    ctx.beginPath(); ctx.moveTo(cx, y0);
+    ctx.bezierCurveTo(cx + 40, y0, cx + 40, y1, cx + 4, y1); ctx.stroke();
+    ctx.setLineDash([]); ctx.lineWidth = 1;
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.beginPath(); ctx.moveTo(cx + 4, y1); ctx.lineTo(cx + 11, y1 - 4); ctx.lineTo(cx + 11, y1 + 4); ctx.fill();
+    ctx.fillText(`waits: ${edge.request}`, cx + 14, y0 - 3);
+  }
+}
+
+const SEVERITY_COLOURS = { critical: "#d23b3b", error: "#e0605a", warning: "#e08a1e", info: "#2f6fd6" };
+
+// A finding's start as a triangle on the axis (its severity's colour).
+function paintFindingMarks() {
+  for (const finding of state.findings) {
+    if (finding.start === null) continue;
+    const px = x(finding.start);
+    if (px < LABEL_W || px > W()) continue;
+    ctx.fillStyle = SEVERITY_COLOURS[finding.severity] || "#2f6fd6";
+    ctx.beginPath(); ctx.moveTo(px - 5, AXIS_H - 9); ctx.lineTo(px + 5, AXIS_H - 9);
+    ctx.lineTo(px, AXIS_H - 1); ctx.fill();
   }
 }
 
