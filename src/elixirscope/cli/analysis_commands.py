@@ -320,8 +320,3 @@ def _when(span: Span) -> str:
 
 def _cut(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def register(group: click.Group) -> None:
-    for command in (traceback, range_, stats, repeats, find, step, rerun):
-        group.add_command(command)

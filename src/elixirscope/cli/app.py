@@ -6,46 +6,69 @@ the line shows tracebacks and debug logs.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
-from elixirscope.cli import (
-    analysis_commands,
-    demo_command,
-    diagnose_command,
-    doctor_command,
-    export_command,
-    modules_command,
-    node_commands,
-    output,
-    record_command,
-    recording_commands,
-    state_commands,
-    supervisors_command,
-    top_command,
-    ui_command,
-    waits_command,
-)
+from elixirscope.cli import output
 from elixirscope.errors import ElixirScopeError
 from elixirscope.version import __version__
 
+# Each command and where it lives: a command's module (and what it imports) loads only
+# when that command runs, so a question asked of a recording does not pay for the
+# tracing, the web UI and every other command.
+COMMANDS = {
+    'demo': "demo_command:demo",
+    'diagnose': "diagnose_command:diagnose",
+    'doctor': "doctor_command:doctor",
+    'eval': "node_commands:eval_",
+    'export': "export_command:export",
+    'find': "analysis_commands:find",
+    'flow': "recording_commands:flow",
+    'history': "state_commands:history",
+    'modules': "modules_command:modules",
+    'nodes': "node_commands:nodes",
+    'ps': "node_commands:ps",
+    'query': "recording_commands:query",
+    'range': "analysis_commands:range_",
+    'record': "record_command:record",
+    'repeats': "analysis_commands:repeats",
+    'rerun': "analysis_commands:rerun",
+    'spans': "recording_commands:spans",
+    'state': "state_commands:state",
+    'stats': "analysis_commands:stats",
+    'step': "analysis_commands:step",
+    'supervisors': "supervisors_command:supervisors",
+    'top': "top_command:top",
+    'traceback': "analysis_commands:traceback",
+    'ui': "ui_command:ui",
+    'waits': "waits_command:waits",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when they are asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, attr = where.split(":")
+        command = getattr(importlib.import_module(f"elixirscope.cli.{module}"), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(__version__, prog_name="elixirscope")
 def cli(debug: bool) -> None:
     """Execution-cinema, time-travel debugger for Elixir and Erlang systems."""
-
-
-for _commands in (demo_command, node_commands, record_command, recording_commands,
-                  export_command, state_commands, ui_command, waits_command,
-                  diagnose_command, doctor_command, top_command):
-    _commands.register(cli)
-analysis_commands.register(cli)
-modules_command.register(cli)
-supervisors_command.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,7 +105,3 @@ def _start_demo(scope: Scope) -> None:
     reply = scope.node.rpc("Elixir.Bank.Demo", "run", [[]])
     if reply != Atom("ok"):
         output.err.print(f"note: the demo script answered {reply}")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(demo)

@@ -81,7 +81,3 @@ def _open(recording: Path) -> Recording:
         return open_recording(recording, writable=True)
     except RecordingError:
         return open_recording(recording)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(diagnose)

@@ -89,7 +89,3 @@ def _say(chosen: DoctorPlan, node: str) -> None:
     output.err.print(f"{node}: the busiest processes and longest mailboxes: {shown}")
     output.err.print(f"tracing the modules {', '.join(chosen.modules)} (local calls, waits, "
                      "state) and those processes' messages and lifecycle")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(doctor)

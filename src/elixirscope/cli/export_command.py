@@ -48,7 +48,3 @@ def export(recording: Path, fmt: str, target: Path, force: bool, no_text: bool) 
 
 def _notice(text: str) -> None:
     output.err.print(text, markup=False, highlight=False)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(export)

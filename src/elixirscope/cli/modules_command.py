@@ -35,7 +35,3 @@ def modules(node: str, cookie: str | None, name: str | None, pattern: str | None
     for module in found:
         table.add_row(module.name, module.application, _DEBUG_INFO[module.debug_info])
     output.out.print(table)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(modules)

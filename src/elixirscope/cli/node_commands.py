@@ -181,8 +181,3 @@ def eval_(node: str, cookie: str | None, name: str | None, expression: str, erla
         output.json_line({"result": to_json(value), "inspect": inspect(value)})
     else:
         output.out.out(inspect(value, limit=200, printable_limit=100_000))
-
-
-def register(group: click.Group) -> None:
-    for command in (nodes, ps, eval_):
-        group.add_command(command)

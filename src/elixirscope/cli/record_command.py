@@ -421,8 +421,3 @@ def stats_dict(stats: RecorderStats) -> dict[str, Any]:
 def default_path(node: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(f"{node.split('@', maxsplit=1)[0]}-{stamp}.duckdb")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(record)
-

@@ -207,8 +207,3 @@ def flow(recording: Path, a: str, b: str | None, since: str | None, until: str |
              m.receiver_name) + (" (dead)" if m.to_dead else ""), m.text] for m in found]
     print_listing(f"{recording}: {len(found)} messages", ["sent (s)", "received (s)",
                  "queued", "from", "to", "message"], rows, right=3, cut=1)
-
-
-def register(group: click.Group) -> None:
-    for command in (query, spans, flow):
-        group.add_command(command)

@@ -173,8 +173,3 @@ def _value(value: Any) -> str:
 
 def _cut(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def register(group: click.Group) -> None:
-    for command in (history, state):
-        group.add_command(command)

@@ -86,7 +86,3 @@ def _print_history(history: SupervisorHistory) -> None:
         when = "?" if at is None else f"{at:.3f} s"
         output.out.print(f"  restart at {when}: {restarted}"
                          + (f" after {reason}" if reason else ""))
-
-
-def register(group: click.Group) -> None:
-    group.add_command(supervisors)

@@ -40,7 +40,3 @@ def top(recording: Path, at: str, sort: str, limit: int, as_json: bool) -> None:
     print_listing(f"{recording}: {len(found)} processes at {at} s, by {sort}",
                   ["mailbox", "memory", "reds/s", "sampled", "pid", "name", "status",
                    "current function"], rows, right=4, cut=1)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(top)

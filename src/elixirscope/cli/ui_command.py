@@ -102,7 +102,3 @@ def ui(recording: Path, host: str, port: int, no_token: bool) -> None:
         raise
     announce(server, "ElixirScope UI")
     serve_forever(server)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(ui)

@@ -67,7 +67,3 @@ def _graph(recording: Path, at: str, as_json: bool) -> None:
     print_listing(f"{recording}: waits-for graph at {graph.at:.3f} s: {len(rows)} waits"
                   f"{cycles}", ["for (s)", "waiter", "", "waits on", "", "request", "in"],
                   rows, right=1, cut=2)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(waits)
