@@ -61,12 +61,18 @@ class Recording(RecordingQueries):
         the same detectors wrote them, else found now (and stored, when the recording
         was opened ``writable``). ``refresh`` finds them again whatever is stored."""
         current = detectors.version()
-        found = None if refresh else stored.read(self.con, current)
+        found = None if refresh else self.stored_findings()
         if found is None:
             found = diagnose(self)
             if self.writable:
                 stored.write(self.con, found, current)
         return found
+
+    @reads
+    def stored_findings(self) -> list[Finding] | None:
+        """The findings stored in the recording by the detectors running now, or None
+        (none stored, or stored by other detectors)."""
+        return stored.read(self.con, detectors.version())
 
     @reads
     def waits_at(self, t: TimeSpec) -> WaitGraph:

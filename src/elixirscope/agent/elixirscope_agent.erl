@@ -1980,9 +1980,9 @@ message_kind(_) -> info.
 %% the last sample, one kind-19 record each: message_queue_len, memory, reductions,
 %% status, current function, registered name. Finding the top N reads three numbers
 %% of every process (one process_info call each, about a microsecond: a millisecond
-%% per sample for 1,000 processes), so the node is scanned at most every
-%% process_count / 20 ms (2% of a core at most; every 5 s with 100,000 processes) and
-%% the last top N is sampled in between. The reductions of the last scan are kept to
+%% per sample for 1,000 processes), so the node is ranked anew every fifth sample, and
+%% at most every process_count / 20 ms (every 5 s with 100,000 processes); the last
+%% top N is sampled in between. The reductions of the last scan are kept to
 %% rank by what each process did since, for at most 100,000 processes (past that,
 %% by the total). The records count toward no limit: they are the session's own.
 sample_metrics(St = #st{metrics = off}) -> St;
@@ -1994,7 +1994,7 @@ sample_metrics(St = #st{metrics = M = #{top := Top, every := Every, last := Last
         true ->
             Ts = erlang:monotonic_time(nanosecond),
             Own = own_processes(St),
-            Scan = max(Every, erlang:system_info(process_count) div 20),
+            Scan = max(5 * Every, erlang:system_info(process_count) div 20),
             {Ranked, Reds, Scanned} =
                 case Now - maps:get(scanned, M) >= Scan of
                     true ->

@@ -35,8 +35,13 @@ def diagnose(recording: Path, kinds: tuple[str, ...], refresh: bool, as_json: bo
     fault, its time range, its processes, its evidence (event, span, message and wait
     ids) and the commands that show it. The findings are stored in the recording, and
     found again only when the detectors change (or with --refresh)."""
-    with _open(recording) as rec:
-        found = rec.findings(refresh=refresh or bool(kinds))
+    found = None
+    if not refresh:
+        with open_recording(recording) as rec:
+            found = rec.stored_findings()
+    if found is None:
+        with _open(recording) as rec:
+            found = rec.findings(refresh=True)
     if kinds:
         found = [finding for finding in found if finding.kind in kinds]
     if as_json:

@@ -12,6 +12,7 @@ from elixirscope.cli.diagnose_command import print_findings
 from elixirscope.cli.options import json_option, node_options
 from elixirscope.cli.record_command import (
     default_path,
+    diagnosed,
     limit_options,
     nothing_seen,
     record_for,
@@ -21,7 +22,6 @@ from elixirscope.cli.record_command import (
 from elixirscope.dist.node import connect
 from elixirscope.doctor_plan import DoctorPlan, plan
 from elixirscope.errors import ElixirScopeError
-from elixirscope.recordings import open_recording
 from elixirscope.tracing.scope import Scope, attach
 
 
@@ -68,8 +68,7 @@ def doctor(node: str, cookie: str | None, name: str | None, duration: float, top
     for note in notes:
         output.err.print(f"note: {note}")
     output.err.print(stats_line(stats))
-    with open_recording(target, writable=True) as rec:
-        found = rec.findings()
+    found = diagnosed(target)
     if as_json:
         for finding in found:
             output.json_line(finding.as_dict() | {"recording": str(target)})

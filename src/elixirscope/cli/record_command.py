@@ -32,12 +32,14 @@ from elixirscope.cli.ui_command import (
     start_server,
     ui_options,
 )
+from elixirscope.diagnosis.finding import Finding
 from elixirscope.dist.node import connect
 from elixirscope.errors import ElixirScopeError
 from elixirscope.etf import Atom
 from elixirscope.recording.correlate import PHASES
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
+from elixirscope.recordings import open_recording
 from elixirscope.tracing.scope import (
     DEFAULT_INCLUDES,
     INCLUDES,
@@ -185,13 +187,20 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         if discarded:
             notes.append(f"{discarded:,} trace messages that were waiting in the agent when "
                          "the tracing stopped were discarded")
+    findings = diagnosed(target)
     if as_json:
         output.json_line(stats_dict(stats) | {"path": str(target), "notes": notes,
-                                               "agent_discarded": discarded})
+                                               "agent_discarded": discarded,
+                                               "findings": [f.title for f in findings]})
     else:
         for note in notes:
             output.err.print(f"note: {note}")
         output.err.print(stats_line(stats))
+        for finding in findings[:3]:
+            output.err.print(f"{finding.severity}: {finding.title}")
+        if findings:
+            output.err.print(f"  {len(findings)} finding{'s' if len(findings) != 1 else ''}"
+                             f": elixirscope diagnose {target}")
         output.out.print(f"recording: {target}")
         if live is None:
             output.err.print(f"  try: elixirscope spans {target} --slowest 10"
@@ -204,6 +213,13 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         output.error(f"{stats.stop_message or stats.breaker}; the recording keeps what was "
                      f"captured ({target}); --partial-ok exits 0 in this case")
         raise click.exceptions.Exit(1)
+
+
+def diagnosed(path: Path) -> list[Finding]:
+    """The recording's findings, found now and stored in it (``diagnose`` then reads
+    them back)."""
+    with open_recording(path, writable=True) as rec:
+        return rec.findings()
 
 
 def in_flight(scope: Scope) -> list[str]:

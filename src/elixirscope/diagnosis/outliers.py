@@ -2,9 +2,10 @@
 recording, and what each waited on (the slowest call it made inside).
 
 A function needs ``MIN_CALLS`` finished calls to have a median worth comparing with;
-a call is an outlier when it took at least ``FACTOR`` times the median and
-``MIN_EXCESS`` more, and outliers are at most ``MAX_SHARE`` of the calls (more than
-that is how the function is, not an outlier). Calls to other processes (``:gen.call``)
+a call is an outlier when it took at least ``FACTOR`` times the median,
+``TAIL_FACTOR`` times the 95th percentile (a heavy tail is how the function is, not an
+outlier) and ``MIN_EXCESS`` more than the median, and outliers are at most
+``MAX_SHARE`` of the calls. Calls to other processes (``:gen.call``)
 are the waits of their caller, which is reported instead. A call still open when the
 recording stopped counts with the time it had run.
 """
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 
 MIN_CALLS = 20
 FACTOR = 10.0
+TAIL_FACTOR = 3.0
 MIN_EXCESS = 0.05
 MAX_SHARE = 0.05
+MAX_FINDINGS = 5
 
 # A function is compared with itself per process (a callback of one server), or over
 # all processes when many run it (a function each request's process calls).
@@ -36,7 +39,8 @@ WITH finished AS (
     SELECT mfa_id, count(DISTINCT pid_id) AS pids FROM finished GROUP BY mfa_id
 )
 SELECT f.mfa_id, CASE WHEN s.pids > ? THEN NULL ELSE f.pid_id END AS pid_id, count(*),
-       quantile_cont(f.duration_ns, 0.5), quantile_cont(f.duration_ns, 0.99)
+       quantile_cont(f.duration_ns, 0.5), quantile_cont(f.duration_ns, 0.95),
+       quantile_cont(f.duration_ns, 0.99)
 FROM finished f JOIN spread s USING (mfa_id)
 GROUP BY 1, 2 HAVING count(*) >= ?
 """
@@ -46,9 +50,9 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     excluded = [mfa_id for mfa_id, (module, function, arity) in rec.dims.functions.items()
                 if (module, function, arity) == (":gen", "call", 4)]
     findings = []
-    for mfa_id, pid_id, calls, p50, p99 in rec.con.execute(
+    for mfa_id, pid_id, calls, p50, p95, p99 in rec.con.execute(
             _MEDIANS, [excluded, MANY_PROCESSES, MIN_CALLS]).fetchall():
-        threshold = max(p50 * FACTOR, p50 + MIN_EXCESS * 1e9)
+        threshold = max(p50 * FACTOR, p95 * TAIL_FACTOR, p50 + MIN_EXCESS * 1e9)
         module, function, arity = rec.dims.functions[mfa_id]
         slow = [span for span in rec.spans(module=module, function=f"{function}/{arity}",
                                            pid=pid_id, slowest=int(calls * MAX_SHARE) + 2,
@@ -56,7 +60,8 @@ def detect(rec: RecordingQueries) -> list[Finding]:
                 if (span.duration or span.running_for or 0.0) * 1e9 >= threshold]
         if slow and len(slow) <= calls * MAX_SHARE:
             findings.append(_finding(rec, slow, calls, p50 / 1e9, p99 / 1e9))
-    return findings
+    # The functions whose outliers cost the most time, not a list of every tail.
+    return sorted(findings, key=lambda finding: -finding.weight)[:MAX_FINDINGS]
 
 
 def _finding(rec: RecordingQueries, slow: list[Span], calls: int, p50: float,
