@@ -3,9 +3,10 @@ one function's own code (own time: the time in the function minus the traced cal
 made). Waiting is not running: calls to other processes and sleeps are left out.
 
 A process is busy when its own time in traced code is at least ``BUSY_SHARE`` of the
-recording and ``MIN_BUSY`` seconds, and, where process metrics were sampled, it was not
-seen waiting in most samples (own time includes untraced sleeps and receives); the
-function that took most of it is named.
+recording and ``MIN_BUSY`` seconds, and, where process metrics were sampled, they saw it
+running in at least half of its samples (own time includes untraced sleeps and
+receives; a process never sampled was never among the node's busiest); the function
+that took most of it is named.
 """
 
 from __future__ import annotations
@@ -45,20 +46,19 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     found = []
     for pid, functions in per_process.items():
         busy = sum(stats.own_time for stats in functions)
-        if busy >= max(BUSY_SHARE * duration, MIN_BUSY) and not (
-                sampled and _mostly_waiting(rec, pid)):
+        if busy >= max(BUSY_SHARE * duration, MIN_BUSY) and (
+                not sampled or _seen_running(rec, pid)):
             found.append(_finding(pid, functions, busy, duration))
     return found
 
 
-def _mostly_waiting(rec: RecordingQueries, pid: str) -> bool:
-    """Whether the process metrics saw the process waiting (a sleep, a receive) in most
-    samples: its own time was then not spent running."""
+def _seen_running(rec: RecordingQueries, pid: str) -> bool:
+    """Whether the process metrics saw the process running in at least half of its
+    samples. A process they never sampled was never among the node's busiest."""
     samples = [sample for pid_id in rec.pid_ids(pid) for sample in metrics.series(rec, pid_id)]
-    if not samples:
-        return False
-    waiting = sum(1 for sample in samples if sample.status in ("waiting", "suspended"))
-    return waiting >= len(samples) / 2
+    running = sum(1 for sample in samples if sample.status in ("running", "runnable",
+                                                               "garbage_collecting"))
+    return bool(samples) and running >= len(samples) / 2
 
 
 def _finding(pid: str, functions: list[FunctionStats], busy: float,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from elixirscope.diagnosis.finding import Evidence, Finding
 from elixirscope.recording.results import Span, duration_text, shorten
+from elixirscope.recording.sql import Where
 
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
@@ -31,35 +32,49 @@ MAX_FINDINGS = 5
 # all processes when many run it (a function each request's process calls).
 MANY_PROCESSES = 10
 
-_MEDIANS = """
+_OUTLIERS = """
 WITH finished AS (
     SELECT mfa_id, pid_id, duration_ns FROM spans
     WHERE duration_ns IS NOT NULL AND mfa_id NOT IN (SELECT unnest(?::INTEGER[]))
 ), spread AS (
     SELECT mfa_id, count(DISTINCT pid_id) AS pids FROM finished GROUP BY mfa_id
+), stats AS (
+    SELECT f.mfa_id, CASE WHEN s.pids > {many} THEN NULL ELSE f.pid_id END AS grp,
+           count(*) AS calls, quantile_cont(f.duration_ns, 0.5) AS p50,
+           quantile_cont(f.duration_ns, 0.95) AS p95,
+           quantile_cont(f.duration_ns, 0.99) AS p99
+    FROM finished f JOIN spread s USING (mfa_id)
+    GROUP BY 1, 2 HAVING count(*) >= {min_calls}
 )
-SELECT f.mfa_id, CASE WHEN s.pids > ? THEN NULL ELSE f.pid_id END AS pid_id, count(*),
-       quantile_cont(f.duration_ns, 0.5), quantile_cont(f.duration_ns, 0.95),
-       quantile_cont(f.duration_ns, 0.99)
-FROM finished f JOIN spread s USING (mfa_id)
-GROUP BY 1, 2 HAVING count(*) >= ?
+SELECT t.mfa_id, t.grp, t.calls, t.p50, t.p99, s.span_id, {lasted} AS took
+FROM spans s JOIN stats t ON s.mfa_id = t.mfa_id AND (t.grp IS NULL OR s.pid_id = t.grp)
+WHERE {lasted} >= greatest(t.p50 * {factor}, t.p95 * {tail}, t.p50 + {excess})
+ORDER BY t.mfa_id, t.grp, took DESC
 """
 
 
 def detect(rec: RecordingQueries) -> list[Finding]:
     excluded = [mfa_id for mfa_id, (module, function, arity) in rec.dims.functions.items()
                 if (module, function, arity) == (":gen", "call", 4)]
+    sql = _OUTLIERS.format(many=MANY_PROCESSES, min_calls=MIN_CALLS,
+                           lasted=rec.lasted_sql(), factor=FACTOR, tail=TAIL_FACTOR,
+                           excess=MIN_EXCESS * 1e9)
+    groups: dict[tuple[int, int | None], list[int]] = {}
+    figures: dict[tuple[int, int | None], tuple[int, float, float]] = {}
+    for mfa_id, grp, calls, p50, p99, span_id, _ in rec.con.execute(sql, [excluded]
+                                                                     ).fetchall():
+        groups.setdefault((mfa_id, grp), []).append(span_id)
+        figures[(mfa_id, grp)] = (calls, p50, p99)
     findings = []
-    for mfa_id, pid_id, calls, p50, p95, p99 in rec.con.execute(
-            _MEDIANS, [excluded, MANY_PROCESSES, MIN_CALLS]).fetchall():
-        threshold = max(p50 * FACTOR, p95 * TAIL_FACTOR, p50 + MIN_EXCESS * 1e9)
-        module, function, arity = rec.dims.functions[mfa_id]
-        slow = [span for span in rec.spans(module=module, function=f"{function}/{arity}",
-                                           pid=pid_id, slowest=int(calls * MAX_SHARE) + 2,
-                                           limit=None)
-                if (span.duration or span.running_for or 0.0) * 1e9 >= threshold]
-        if slow and len(slow) <= calls * MAX_SHARE:
-            findings.append(_finding(rec, slow, calls, p50 / 1e9, p99 / 1e9))
+    for key, span_ids in groups.items():
+        calls, p50, p99 = figures[key]
+        if len(span_ids) > calls * MAX_SHARE:
+            continue  # that many slow calls are how the function is
+        where = Where()
+        where.within("s.span_id", span_ids[:50])
+        slow = sorted(rec.spans_where(where, "s.span_id", None),
+                      key=lambda span: -(span.duration or span.running_for or 0.0))
+        findings.append(_finding(rec, slow, calls, p50 / 1e9, p99 / 1e9))
     # The functions whose outliers cost the most time, not a list of every tail.
     return sorted(findings, key=lambda finding: -finding.weight)[:MAX_FINDINGS]
 

@@ -374,15 +374,15 @@ class RecordingQueries:
         where.within("s.pid_id", self.pid_ids(pid) if pid is not None else None)
         where.within("s.mfa_id", self.mfa_ids(module, function))
         if min_duration is not None:
-            where.add(f"{self._lasted()} >= ?", round(min_duration * 1e9))
+            where.add(f"{self.lasted_sql()} >= ?", round(min_duration * 1e9))
         self.time_range(where, SPAN_START, since, until, raw="s.start_ts")
         if slowest is None:
             return self.spans_where(where, f"{SPAN_START}, s.span_id", limit)
-        return self.spans_where(where, f"s.outcome = 'open' DESC, {self._lasted()} DESC "
+        return self.spans_where(where, f"s.outcome = 'open' DESC, {self.lasted_sql()} DESC "
                                 "NULLS LAST, s.span_id",
                                 slowest if limit is None else min(slowest, limit))
 
-    def _lasted(self) -> str:
+    def lasted_sql(self) -> str:
         """SQL: a span's duration, or for one still open, its time up to the end of its
         node's recording."""
         ends = " ".join(f"WHEN {node_id} THEN {int(ts)}"
