@@ -21,6 +21,11 @@ from elixirscope.remote_eval import eval_erlang
 RUNTIME_APPS = frozenset({"kernel", "stdlib", "compiler", "runtime_tools", "sasl", "erts",
                           "elixir", "logger", "iex", "mix", "crypto", "os_mon"})
 
+# Reductions per second past which a process's modules are traced global-only (a
+# process doing this much work calls local functions hundreds of thousands of times a
+# second).
+BUSY_REDUCTIONS = 200_000
+
 _BUSIEST = """
 Own = self(),
 Snap = fun() ->
@@ -71,6 +76,9 @@ class DoctorPlan:
     processes: tuple[Candidate, ...]
     modules: tuple[str, ...]
     left_out: tuple[Candidate, ...] = field(default=())
+    # Modules run by a very busy process: traced for their behaviour callbacks only, not
+    # every call of a hot loop (which would flood the trace before sampling catches up).
+    global_only: tuple[str, ...] = field(default=())
 
 
 async def plan(node: AsyncNode, *, top: int = 5, window: float = 0.25,
@@ -95,7 +103,10 @@ async def plan(node: AsyncNode, *, top: int = 5, window: float = 0.25,
     left_out = [c for c in candidates if c not in chosen]
     chosen.sort(key=lambda c: (-c.queue, -c.reductions))
     modules = tuple(dict.fromkeys(c.module for c in chosen if c.module))[:max_modules]
-    return DoctorPlan(tuple(chosen), modules, tuple(left_out))
+    per_second = {module: max(c.reductions for c in chosen if c.module == module) / window
+                  for module in modules}
+    busy = tuple(module for module in modules if per_second[module] >= BUSY_REDUCTIONS)
+    return DoctorPlan(tuple(chosen), modules, tuple(left_out), busy)
 
 
 async def _applications(node: AsyncNode, modules: list[str]) -> dict[str, str]:

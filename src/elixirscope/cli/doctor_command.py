@@ -24,6 +24,11 @@ from elixirscope.doctor_plan import DoctorPlan, plan
 from elixirscope.errors import ElixirScopeError
 from elixirscope.tracing.scope import Scope, attach
 
+# What doctor traces of a module whose processes are very busy: one callback per
+# message is what the detectors need (with the waits and state they bring).
+CALLBACKS = ("init", "handle_call", "handle_cast", "handle_info", "handle_continue",
+             "handle_event", "terminate", "code_change")
+
 
 @click.command()
 @node_options
@@ -50,17 +55,21 @@ def doctor(node: str, cookie: str | None, name: str | None, duration: float, top
         _say(chosen, node)
 
         def start(scope: Scope) -> None:
-            for module in chosen.modules:
-                try:
-                    trace_module(scope, module, "detailed", state=True)
-                except ElixirScopeError as exc:
-                    output.err.print(f"note: {module} is not traced: {exc}")
+            # The cheap first: metrics, then messages and lifecycle, then calls.
+            scope.sample_metrics(max(10, 2 * top), 10.0)
             for candidate in chosen.processes:
                 try:
                     scope.trace_process(candidate.pid, include=["messages", "lifecycle"])
                 except ElixirScopeError as exc:
                     output.err.print(f"note: {candidate.label} is not traced: {exc}")
-            scope.sample_metrics(max(10, 2 * top), 10.0)
+            for module in chosen.modules:
+                busy = module in chosen.global_only
+                try:
+                    trace_module(scope, module, "detailed", state=True,
+                                 calls="global" if busy else "local",
+                                 only=CALLBACKS if busy else None)
+                except ElixirScopeError as exc:
+                    output.err.print(f"note: {module} is not traced: {exc}")
             output.err.print(f"recording {node} into {target} for {duration:g} s")
 
         stats = record_for(scope, target, duration, live=not as_json, before=start)
@@ -86,5 +95,10 @@ def _say(chosen: DoctorPlan, node: str) -> None:
                       f"{', waiting in a call' if c.in_call else ''})"
                       for c in chosen.processes[:8])
     output.err.print(f"{node}: the busiest processes and longest mailboxes: {shown}")
-    output.err.print(f"tracing the modules {', '.join(chosen.modules)} (local calls, waits, "
-                     "state) and those processes' messages and lifecycle")
+    local = [m for m in chosen.modules if m not in chosen.global_only]
+    if local:
+        output.err.print(f"tracing {', '.join(local)} (local calls, waits, state)")
+    if chosen.global_only:
+        output.err.print(f"tracing {', '.join(chosen.global_only)} (their behaviour callbacks, "
+                         "waits, state: their processes are too busy for every call)")
+    output.err.print("and those processes' messages and lifecycle, with process metrics")

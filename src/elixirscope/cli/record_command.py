@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -311,16 +311,18 @@ class LiveUI:
 
 
 def trace_module(scope: Scope, module: str, level: str, *, state: bool, force: bool = False,
-                 calls: str = "local") -> None:
-    """Traces a module; with ``state``, its processes' state changes too where it is
-    a GenServer or gen_statem callback module (a note says where it is not)."""
+                 calls: str = "local", only: Sequence[str] | None = None) -> None:
+    """Traces a module (``only`` those functions, by name); with ``state``, its
+    processes' state changes too where it is a GenServer or gen_statem callback module
+    (a note says where it is not)."""
     if state:
         try:
-            scope.trace(module, cast(Level, level), state=True, force=force, calls=calls)
+            scope.trace(module, cast(Level, level), state=True, force=force, calls=calls,
+                        only=only)
             return
         except NoStateCallbacks as exc:
             output.err.print(f"note: {exc}; its calls are traced without state")
-    scope.trace(module, cast(Level, level), force=force, calls=calls)
+    scope.trace(module, cast(Level, level), force=force, calls=calls, only=only)
 
 
 def sampling_news(said: float, now: float, since: float) -> bool:

@@ -76,6 +76,12 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     # unknown from messages alone.
     counted = [row[0] for row in candidates if row[2] >= 0.05 * row[1]]
     found = []
+    # Counting needs every handler call: where calls were sampled out, a message whose
+    # handler was not kept would count as queued forever. The sampled mailbox length is
+    # the truth then, and where it was sampled it decides.
+    sampled_out = int(((rec.meta.get("agent_stats") or {}).get("sampled_out")) or 0)
+    sampled = {pid_id for pid_id, _, _ in metrics.growing_mailboxes(rec, 0)}
+    counted = [pid_id for pid_id in counted if not sampled_out and pid_id not in sampled]
     if counted:
         for pid_id, peak, peak_ts, last, first_ts, last_ts in rec.con.execute(
                 _BACKLOG, [counted]).fetchall():
