@@ -81,6 +81,16 @@ def test_a_call_cycle_ended_by_a_timeout_is_a_deadlock(faults_node: BeamNode, tm
     assert code == 0 and "no cycle" in out
     code, out, _ = run(capsys, "diagnose", str(path))
     assert code == 0 and "CRITICAL" in out and f"waits {path} --at" in out
+    # Findings are stored with the version of the detectors that found them.
+    with open_recording(path) as rec:
+        assert rec.stored_findings() == found
+    with open_recording(path, writable=True) as rec:
+        rec.con.execute("UPDATE meta SET value = '\"older detectors\"' WHERE key = 'findings'")
+    with open_recording(path) as rec:
+        assert rec.stored_findings() is None and rec.findings() == found
+    rows = json_rows(capsys, "diagnose", str(path))
+    assert rows[0]["kind"] == "deadlock" and rows[0]["next_commands"][0].startswith(
+        f"elixirscope waits {path} --at")
 
 
 def test_a_restart_storm_names_the_first_crash_its_message_and_the_supervisor(
