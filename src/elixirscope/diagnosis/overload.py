@@ -86,21 +86,28 @@ def detect(rec: RecordingQueries) -> list[Finding]:
         for pid_id, peak, peak_ts, last, first_ts, last_ts in rec.con.execute(
                 _BACKLOG, [counted]).fetchall():
             if peak >= MIN_BACKLOG and last >= peak / 2:
-                found.append(_finding(rec, pid_id, int(peak), peak_ts, int(last), first_ts,
-                                      last_ts))
+                node_id = rec.dims.node_of(pid_id) or 0
+                found.append(_finding(rec, pid_id, int(peak), rec.dims.at(peak_ts, node_id),
+                                      int(last), rec.dims.at(first_ts, node_id),
+                                      rec.dims.at(last_ts, node_id)))
     seen = {finding.processes[0] for finding in found}
+    received = {row[0]: int(row[1]) for row in candidates}
     for pid_id, peak, last in metrics.growing_mailboxes(rec, MIN_BACKLOG):
         who = rec.dims.name(pid_id) or rec.dims.pid(pid_id) or "?"
         if who not in seen and last >= peak / 2:
-            found.append(_sampled(rec, pid_id, who))
+            found.append(_sampled(rec, pid_id, who, received.get(pid_id, 0)))
     return found
 
 
-def _sampled(rec: RecordingQueries, pid_id: int, who: str) -> Finding:
-    """A growing mailbox seen in the process metrics (its messages were not traced)."""
+def _sampled(rec: RecordingQueries, pid_id: int, who: str, received: int) -> Finding:
+    """A growing mailbox seen in the process metrics; with what its recorded messages
+    say when they were traced."""
     samples = metrics.series(rec, pid_id)
     peak = max(samples, key=lambda sample: sample.queue)
     last = samples[-1]
+    if received >= MIN_BACKLOG:
+        return _finding(rec, pid_id, peak.queue, peak.time, last.queue, samples[0].time,
+                        last.time)
     busy = [s.reductions_per_s for s in samples if s.reductions_per_s is not None]
     where = Counter(sample.current_function for sample in samples).most_common(1)[0][0]
     title = (f"{who}'s mailbox grew to {peak.queue:,} messages by {peak.time:.3f} s, "
@@ -119,10 +126,11 @@ def _sampled(rec: RecordingQueries, pid_id: int, who: str) -> Finding:
         weight=float(peak.queue))
 
 
-def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: int,
-             first_ts: int, last_ts: int) -> Finding:
+def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_at: float, last: int,
+             start: float, end: float) -> Finding:
+    """The backlog (``peak`` messages at ``peak_at``, ``last`` at ``end``) with what
+    the recorded messages say: their shapes, rates, senders and handlers."""
     dims = rec.dims
-    node_id = dims.node_of(pid_id) or 0
     who = dims.name(pid_id) or dims.pid(pid_id) or "?"
     rows = rec.con.execute(
         "SELECT m.message_id, e.payload, m.sender_pid_id, s.duration_ns, s.mfa_id, "
@@ -161,8 +169,6 @@ def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: 
     sender = senders[top].most_common(1)[0][0] if senders[top] else None
     handler_text = (f"{_mfa(rec, handler)} takes {duration_text(cost)} each ({1 / cost:,.0f}/s)"
                     if handler is not None and cost else "its handler is not traced")
-    peak_at = dims.at(peak_ts, node_id)
-    start = dims.at(first_ts, node_id)
     title = (f"{who} is overloaded: {peak:,} messages queued at {peak_at:.3f} s, "
              f"{last:,} still queued at the end; {top} {arriving}"
              f"{f' from {dims.label(sender)}' if sender is not None else ''} and "
@@ -174,7 +180,7 @@ def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_ts: int, last: 
     details.append(f"{last:,} messages still queued when the recording ended")
     return Finding(
         kind="overload", title=title, severity="error" if peak >= 1000 else "warning",
-        start=start, end=dims.at(last_ts, node_id), processes=(who,),
+        start=start, end=end, processes=(who,),
         evidence=Evidence(messages=tuple(examples)),
         next_commands=(f"elixirscope flow REC {who} --limit 50",
                        f"elixirscope stats REC --pid {who}"),
