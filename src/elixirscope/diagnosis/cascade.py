@@ -76,9 +76,9 @@ def _finding(rec: RecordingQueries, group: list[Event],
     severity = "error"
     if restarts:
         names = ", ".join(sorted(restarted))
-        storm = (f"{names} crashed {len(own)} time{'s' if len(own) != 1 else ''} and was "
-                 f"restarted {restarts} time{'s' if restarts != 1 else ''} in "
-                 f"{end - start:.2g} s")
+        storm = (f"{names} was restarted" if len(own) == 1 else
+                 f"{names} crashed {len(own)} times and was restarted {restarts} "
+                 f"time{'s' if restarts != 1 else ''} in {end - start:.2g} s")
         if supervisor is not None:
             if supervisor.intensity is not None:
                 allowed, period = supervisor.intensity
@@ -145,7 +145,21 @@ def _trigger(rec: RecordingQueries, raised: Event | None
     if message is None:
         return None, None, ()
     sender = message.sender_name or message.sender
-    return shorten(message.text, 80), sender, (message.message_id,)
+    return _request(message.payload, message.text), sender, (message.message_id,)
+
+
+def _request(payload: bytes, text: str) -> str:
+    """A message as a person names it: ``the call {:withdraw, 10}`` for a
+    ``GenServer.call`` (its ref and reply address left out), ``the cast ...``."""
+    try:
+        value = payload_value(payload)
+    except ETFDecodeError:
+        return shorten(text, 80)
+    if isinstance(value, tuple) and len(value) == 3 and value[0] == Atom("$gen_call"):
+        return f"the call {shorten(inspect(value[2]), 80)}"
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == Atom("$gen_cast"):
+        return f"the cast {shorten(inspect(value[1]), 80)}"
+    return shorten(text, 80)
 
 
 def _key(process: Process | None) -> str | None:
