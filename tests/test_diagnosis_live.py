@@ -93,6 +93,23 @@ def test_a_call_cycle_ended_by_a_timeout_is_a_deadlock(faults_node: BeamNode, tm
         f"elixirscope waits {path} --at")
 
 
+def test_task_await_is_a_wait_on_the_tasks_process(faults_code: bytes,
+                                                  tmp_path: Path) -> None:
+    """On an Elixir node, es_dl_a awaits a Task that calls es_dl_a back and gives up
+    after a second: the await is a wait on the task's process, for that second."""
+    path = tmp_path / "task.duckdb"
+    with start_bare("elixir", name_prefix="t_diag_ex") as node:
+        with elixirscope.connect(node.name, node.cookie) as conn:
+            load_fixture(conn, faults_code, "es_faults")
+        record_scenario(node, path, "es_faults:task_deadlock()", 1.5)
+    with open_recording(path) as rec:
+        (wait,) = [w for w in rec.waits() if w.request.startswith("Task.await of")]
+        assert wait.span.pid_name == ":es_dl_a" and wait.outcome == "answered"
+        assert wait.duration is not None and 0.9 < wait.duration < 3.0
+        assert wait.callee.startswith("#PID<") and wait.caller is not None
+        assert wait.caller.function == "handle_call"
+
+
 def test_a_restart_storm_names_the_first_crash_its_message_and_the_supervisor(
         faults_node: BeamNode, tmp_path: Path) -> None:
     def prepare(scope: elixirscope.Scope) -> None:

@@ -2,7 +2,7 @@
 %% starts its own processes; a test runs one scenario on a node of its own.
 -module(es_faults).
 
--export([start/1, deadlock/0, deadlock_forever/0, cascade/0, cascade_sup/0, overload/1, page/1, fetch/1, outliers/1, hot/1,
+-export([start/1, deadlock/0, deadlock_forever/0, task_deadlock/0, cascade/0, cascade_sup/0, overload/1, page/1, fetch/1, outliers/1, hot/1,
          crunch/1, lost_update/0, client/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
@@ -19,6 +19,12 @@ deadlock_forever() ->
     start(es_dl_a),
     start(es_dl_b),
     spawn(fun() -> gen_server:call(es_dl_a, transfer_forever, infinity) end),
+    ok.
+
+%% On an Elixir node: es_dl_a awaits a Task that calls es_dl_a back.
+task_deadlock() ->
+    start(es_dl_a),
+    spawn(fun() -> gen_server:call(es_dl_a, task_transfer, 5000) end),
     ok.
 
 %% --- crash cascade: a worker that crashes on a bad charge, with a linked helper,
@@ -138,6 +144,9 @@ init(Name) ->
 handle_call(transfer, _From, State) ->
     Audit = (catch gen_server:call(es_dl_b, audit, 3000)),
     {reply, Audit, State};
+handle_call(task_transfer, _From, State) ->
+    Task = 'Elixir.Task':async(fun() -> catch gen_server:call(es_dl_a, balance, 1000) end),
+    {reply, 'Elixir.Task':await(Task, 3000), State};
 handle_call(transfer_forever, _From, State) ->
     {reply, gen_server:call(es_dl_b, audit_forever, infinity), State};
 handle_call(audit_forever, _From, State) ->

@@ -2251,11 +2251,13 @@ ends_of(Body) ->
 %% when, and whether a reply came, it timed out or the callee died. The pattern is on
 %% every process the trace flags; the relay keeps only the calls made inside traced
 %% code (see wanted_call/3).
+%% The calls that wait on another process: :gen.call/4 (GenServer.call, gen_statem,
+%% gen_server2, p1_server) and, on a node running Elixir, Task.await/2.
 waits() ->
-    case code:ensure_loaded(gen) =:= {module, gen} andalso erlang:function_exported(gen, call, 4) of
-        true -> [{{gen, call, 4}, local, [capture([], value, false)]}];
-        false -> []
-    end.
+    [{Mfa, local, [capture([], value, false)]}
+     || {M, F, A} = Mfa <- [{gen, call, 4}, {'Elixir.Task', await, 2}],
+        M =:= gen orelse code:is_loaded(elixir) =/= false,
+        code:ensure_loaded(M) =:= {module, M}, erlang:function_exported(M, F, A)].
 
 descendants([], _, Acc) -> lists:reverse(Acc);
 descendants(_, Budget, Acc) when Budget =< 0 -> lists:reverse(Acc);

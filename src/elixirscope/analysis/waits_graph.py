@@ -278,4 +278,7 @@ def _first_argument(wait: Wait) -> Any:
         args = payload_value(wait.span.args_payload)
     except ETFDecodeError:
         return None
-    return args[0] if isinstance(args, list) and args else None
+    first = args[0] if isinstance(args, list) and args else None
+    if isinstance(first, dict):  # a %Task{}: the task's process is the callee
+        return first.get(Atom("pid"))
+    return first

@@ -1,7 +1,8 @@
 """Waits: calls to another process made from traced code, as the recording holds them.
 
 ``GenServer.call``, ``:gen_statem.call`` and the calls of gen_server2 and p1_server
-all go through ``:gen.call/4``, which the agent traces inside traced code. Each such
+all go through ``:gen.call/4``, which the agent traces inside traced code, and so
+``Task.await/2`` on a node that runs Elixir. Each such
 span is a wait: who waited (the process, and the traced callback it waited in), on
 whom (the first argument, as the caller named it), for what request, since when, and
 how it ended: answered, timed out, the callee exited, or still waiting when the
@@ -22,7 +23,10 @@ from elixirscope.recording.sql import Where
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
 
+# The calls that wait for another process (as the recording names their modules).
+WAITING_CALLS = ((":gen", "call", 4), ("Task", "await", 2))
 EXIT = Atom("exit")
+PID_KEY, MFA_KEY = Atom("pid"), Atom("mfa")
 TIMEOUT = Atom("timeout")
 
 
@@ -58,11 +62,16 @@ class Wait:
 def waits(rec: RecordingQueries, pid: str | int | None = None, *,
           limit: int | None = 1000) -> list[Wait]:
     """The waits of the recording (of one process with ``pid``), by start time."""
-    try:
-        spans = [s for s in rec.spans(module="gen", function="call", pid=pid, limit=limit)
-                 if s.arity == 4]
-    except QueryError:
-        return []  # nothing called :gen.call/4 in this recording
+    spans: list[Span] = []
+    for module, function, arity in WAITING_CALLS:
+        try:
+            spans += [s for s in rec.spans(module=module, function=function, pid=pid,
+                                           limit=limit) if s.arity == arity]
+        except QueryError:
+            continue  # nothing called it in this recording
+    spans.sort(key=lambda span: (span.start, span.span_id))
+    if limit is not None:
+        spans = spans[:limit]
     newest = rec.events(limit=1, order="desc")
     last = newest[0].time if newest else None
     parents = {s.parent_span_id for s in spans if s.parent_span_id is not None}
@@ -79,6 +88,10 @@ def _wait(span: Span, caller: Span | None, last: float | None) -> Wait:
     if isinstance(args, list) and len(args) == 4:
         callee, request = (inspect(args[0], local_node=span.node),
                            inspect(args[2], local_node=span.node))
+    elif isinstance(args, list) and len(args) == 2 and isinstance(args[0], dict):
+        task = args[0]  # Task.await(%Task{pid: ..., mfa: ...}, timeout)
+        callee = inspect(task.get(PID_KEY), local_node=span.node)
+        request = f"Task.await of {inspect(task.get(MFA_KEY), local_node=span.node)}"
     outcome, detail = _outcome(span)
     duration = span.duration
     if duration is None and span.outcome == "open" and isinstance(last, (int, float)):
