@@ -80,7 +80,8 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     # handler was not kept would count as queued forever. The sampled mailbox length is
     # the truth then, and where it was sampled it decides.
     sampled_out = int(((rec.meta.get("agent_stats") or {}).get("sampled_out")) or 0)
-    sampled = {pid_id for pid_id, _, _ in metrics.growing_mailboxes(rec, 0)}
+    mailboxes = metrics.growing_mailboxes(rec, 0)  # every sampled process
+    sampled = {pid_id for pid_id, _, _ in mailboxes}
     counted = [pid_id for pid_id in counted if not sampled_out and pid_id not in sampled]
     if counted:
         for pid_id, peak, peak_ts, last, first_ts, last_ts in rec.con.execute(
@@ -92,7 +93,9 @@ def detect(rec: RecordingQueries) -> list[Finding]:
                                       rec.dims.at(last_ts, node_id)))
     seen = {finding.processes[0] for finding in found}
     received = {row[0]: int(row[1]) for row in candidates}
-    for pid_id, peak, last in metrics.growing_mailboxes(rec, MIN_BACKLOG):
+    for pid_id, peak, last in mailboxes:
+        if peak < MIN_BACKLOG:
+            continue
         who = rec.dims.name(pid_id) or rec.dims.pid(pid_id) or "?"
         if who not in seen and last >= peak / 2:
             found.append(_sampled(rec, pid_id, who, received.get(pid_id, 0)))
