@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from elixirscope.cli import output
-from elixirscope.cli.diagnose_command import print_findings
+from elixirscope.cli.diagnose_command import diagnosed, print_findings
 from elixirscope.cli.options import json_option
 from elixirscope.cli.record_command import default_path, record_for, stats_line
 from elixirscope.cli.summary_view import print_summary, summary_json
@@ -63,8 +63,8 @@ def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
         _trace_bank(scope)
         output.err.print(f"recording {duration:g} s to {target} ...")
         stats = record_for(scope, target, duration, live=not as_json, before=_start_demo)
-    with open_recording(target, writable=True) as recording:
-        found = recording.findings()
+    found = diagnosed(target)
+    with open_recording(target) as recording:
         if as_json:
             output.json_line(summary_json(recording) | {
                 "path": str(target), "findings": [f.as_dict() for f in found]})

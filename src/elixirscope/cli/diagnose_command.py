@@ -15,7 +15,7 @@ from elixirscope.cli.options import json_option
 from elixirscope.diagnosis.detectors import DETECTORS
 from elixirscope.diagnosis.finding import Finding
 from elixirscope.recording.store import RecordingError
-from elixirscope.recordings import Recording, open_recording
+from elixirscope.recordings import open_recording
 
 _COLOURS = {"critical": "bold red", "error": "red", "warning": "yellow", "info": "cyan"}
 
@@ -35,13 +35,7 @@ def diagnose(recording: Path, kinds: tuple[str, ...], refresh: bool, as_json: bo
     fault, its time range, its processes, its evidence (event, span, message and wait
     ids) and the commands that show it. The findings are stored in the recording, and
     found again only when the detectors change (or with --refresh)."""
-    found = None
-    if not refresh:
-        with open_recording(recording) as rec:
-            found = rec.stored_findings()
-    if found is None:
-        with _open(recording) as rec:
-            found = rec.findings(refresh=True)
+    found = diagnosed(recording, refresh=refresh)
     if kinds:
         found = [finding for finding in found if finding.kind in kinds]
     if as_json:
@@ -79,10 +73,18 @@ def print_findings(found: Sequence[Finding], recording: Path) -> None:
             output.out.print(f"    → {escape(command.replace('REC', path, 1))}", markup=True)
 
 
-def _open(recording: Path) -> Recording:
-    """The recording opened to store its findings, or read-only when another process
-    has it open."""
+def diagnosed(recording: Path, *, refresh: bool = False) -> list[Finding]:
+    """The recording's findings: read back when the current detectors stored them,
+    else found now and stored (found without storing when the file is open elsewhere,
+    read-only: another process, or this one's web UI)."""
+    if not refresh:
+        with open_recording(recording) as rec:
+            found = rec.stored_findings()
+        if found is not None:
+            return found
     try:
-        return open_recording(recording, writable=True)
+        rec = open_recording(recording, writable=True)
     except RecordingError:
-        return open_recording(recording)
+        rec = open_recording(recording)
+    with rec:
+        return rec.findings(refresh=True)

@@ -8,11 +8,10 @@ from pathlib import Path
 import click
 
 from elixirscope.cli import output
-from elixirscope.cli.diagnose_command import print_findings
+from elixirscope.cli.diagnose_command import diagnosed, print_findings
 from elixirscope.cli.options import json_option, node_options
 from elixirscope.cli.record_command import (
     default_path,
-    diagnosed,
     limit_options,
     nothing_seen,
     record_for,

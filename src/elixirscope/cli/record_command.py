@@ -23,6 +23,7 @@ from rich.text import Text
 
 from elixirscope.beam_names import mfa_display, parse_mfa_text
 from elixirscope.cli import output
+from elixirscope.cli.diagnose_command import diagnosed
 from elixirscope.cli.options import json_option, node_options
 from elixirscope.cli.ui_command import (
     UIOptions,
@@ -32,14 +33,12 @@ from elixirscope.cli.ui_command import (
     start_server,
     ui_options,
 )
-from elixirscope.diagnosis.finding import Finding
 from elixirscope.dist.node import connect
 from elixirscope.errors import ElixirScopeError
 from elixirscope.etf import Atom
 from elixirscope.recording.correlate import PHASES
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
-from elixirscope.recordings import open_recording
 from elixirscope.tracing.scope import (
     DEFAULT_INCLUDES,
     INCLUDES,
@@ -213,13 +212,6 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         output.error(f"{stats.stop_message or stats.breaker}; the recording keeps what was "
                      f"captured ({target}); --partial-ok exits 0 in this case")
         raise click.exceptions.Exit(1)
-
-
-def diagnosed(path: Path) -> list[Finding]:
-    """The recording's findings, found now and stored in it (``diagnose`` then reads
-    them back)."""
-    with open_recording(path, writable=True) as rec:
-        return rec.findings()
 
 
 def in_flight(scope: Scope) -> list[str]:

@@ -38,7 +38,6 @@ class _Read:
 class _Write:
     transition: StateTransition
     client: str
-    old: Any
     new: Any
 
 
@@ -112,7 +111,7 @@ def _lost(rec: RecordingQueries, history: list[StateTransition]) -> list[Finding
                 if between and seen is not None and _holds(read.reply, seen):
                     found.append(_finding(transition, client, read, between[-1], path,
                                           change.new))
-            earlier.append(_Write(transition, client, change.old, change.new))
+            earlier.append(_Write(transition, client, change.new))
     return found
 
 

@@ -59,5 +59,4 @@ function draw() {
   ctx.strokeStyle = "#2f6fd6"; ctx.lineWidth = 1;
   ctx.beginPath(); ctx.moveTo(px(focus.t), top); ctx.lineTo(px(focus.t), bottom); ctx.stroke();
   canvas.title = at < 0 ? "" : `at ${fmtTime(series.t[at])}: ${fmtCount(series.queue[at])} queued, ${fmtCount(Math.round(series.memory[at] / 1024))} KB`;
-  canvas.dataset.queue = at < 0 ? "" : series.queue[at];
 }
