@@ -116,12 +116,14 @@ def test_a_restart_storm_names_the_first_crash_its_message_and_the_supervisor(
         erl(scope.node, "es_faults:cascade_sup()")
         scope.trace_process("es_sup", include_children=True,
                             include=["messages", "calls", "lifecycle", "state"])
+        scope.trace_process("es_watcher", include=["messages", "lifecycle"])
 
     found = record_scenario(faults_node, tmp_path / "cascade.duckdb", "es_faults:cascade()",
                             1.0, prepare=prepare)
     finding = first(found, "crash_cascade", ":es_faults.handle_cast/2", ":es_worker",
                     ":badarith", "{:charge, 0}", "restarted 3 times",
-                    ":es_sup allows 3 in 10 s", "gave up")
+                    ":es_sup allows 3 in 10 s", "gave up", "4 linked processes died with them",
+                    "1 process monitoring them crashed after the :DOWN")
     assert finding.severity == "critical"
     assert finding.evidence.messages and finding.evidence.spans
 

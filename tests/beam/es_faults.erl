@@ -37,8 +37,25 @@ cascade() ->
 
 cascade_sup() ->
     case whereis(es_sup) of
-        undefined -> start_sup();
+        undefined ->
+            Sup = start_sup(),
+            %% A process that monitors the worker and cannot do without it.
+            Watcher = spawn(fun() ->
+                                    register(es_watcher, self()),
+                                    Ref = monitor(process, es_worker),
+                                    receive {'DOWN', Ref, process, _, Why} ->
+                                            exit({worker_gone, Why})
+                                    end
+                            end),
+            wait_registered(es_watcher, Watcher),
+            Sup;
         Sup -> Sup
+    end.
+
+wait_registered(Name, Pid) ->
+    case whereis(Name) of
+        Pid -> ok;
+        _ -> timer:sleep(5), wait_registered(Name, Pid)
     end.
 
 start_sup() ->

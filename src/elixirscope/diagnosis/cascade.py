@@ -1,6 +1,7 @@
 """Crash cascades and restart storms: the first crash, the exits it propagated through
-links and monitors, the supervisor restarts that followed against the supervisor's
-intensity, and the message that triggered the first crash, with its sender.
+links, the crashes that followed a monitor's ``:DOWN``, the supervisor restarts that
+followed against the supervisor's intensity, and the message that triggered the first
+crash, with its sender.
 
 Crashes close together (each within ``GAP`` seconds of the one before) are one
 cascade. A process that took the registered name or the initial call of a crashed
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from elixirscope.diagnosis.finding import Evidence, Finding
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError, QueryError
-from elixirscope.etf import Atom
+from elixirscope.etf import Atom, Pid
 from elixirscope.recording.results import Event, Process, payload_value, shorten
 
 if TYPE_CHECKING:
@@ -89,9 +90,15 @@ def _finding(rec: RecordingQueries, group: list[Event],
                 storm += f", then {supervisor.name} gave up and exited"
                 severity = "critical"
         parts.append(storm)
-    if propagated:
-        parts.append(f"{len(propagated)} linked process{'es' if len(propagated) != 1 else ''}"
-                     f" died with {'them' if len(own) > 1 else 'it'}")
+    linked, downed, other = _how_they_died(rec, own, propagated)
+    them = "them" if len(own) > 1 else "it"
+    if linked:
+        parts.append(f"{_count(linked, 'linked process')} died with {them}")
+    if downed:
+        parts.append(f"{_count(downed, 'process', 'es')} monitoring {them} crashed after "
+                     f"the :DOWN")
+    if other:
+        parts.append(f"{_count(other, 'other process', 'es')} crashed meanwhile")
     kind_of = "Restart storm" if restarts > 1 else "Crash cascade" if len(group) > 1 \
         else "Crash"
     title = f"{kind_of}: " + "; ".join(parts)
@@ -111,6 +118,56 @@ def _finding(rec: RecordingQueries, group: list[Event],
                        "elixirscope supervisors REC",
                        f"elixirscope query REC --kind exit --since {start:.3f}"),
         details=tuple(details), weight=float(len(crashed_pids) + restarts))
+
+
+def _count(items: list[Event], noun: str, plural: str = "es") -> str:
+    return f"{len(items)} {noun}{plural if len(items) != 1 else ''}"
+
+
+def _how_they_died(rec: RecordingQueries, own: list[Event], others: list[Event]
+                   ) -> tuple[list[Event], list[Event], list[Event]]:
+    """The other exits of a cascade, as the recording shows they followed the crashes:
+    through a link (the same exit reason, which an exit signal carries, or a recorded
+    link), after a monitor's ``{:DOWN, ...}`` about a crashed process received first,
+    or neither (they crashed meanwhile, for all the recording shows)."""
+    reasons = {_reason(crash) for crash in own}
+    crashed = {crash.pid for crash in own} | {
+        name for crash in own for name in rec.dims.names.get(crash.pid_id, ())}
+    crashed_ids = {crash.pid_id for crash in own}
+    linked_ids = {other for pid_id, other in rec.con.execute(
+        "SELECT pid_id, other_pid_id FROM links WHERE pid_id IN (SELECT unnest(?::INTEGER[]))",
+        [sorted(crashed_ids)]).fetchall()} if crashed_ids else set()
+    linked, downed, other = [], [], []
+    for crash in others:
+        if _reason(crash) in reasons or crash.pid_id in linked_ids:
+            linked.append(crash)
+        elif _got_down(rec, crash, crashed):
+            downed.append(crash)
+        else:
+            other.append(crash)
+    return linked, downed, other
+
+
+def _got_down(rec: RecordingQueries, crash: Event, crashed: set[str]) -> bool:
+    """Whether the process received a ``{:DOWN, _, :process, What, _}`` about one of
+    the ``crashed`` processes (a pid, or ``{name, node}`` for a monitor by name) before
+    its own exit."""
+    for (payload,) in rec.con.execute(
+            "SELECT payload FROM events WHERE pid_id = ? AND kind = 6 AND seq < ? "
+            "ORDER BY seq DESC LIMIT 50", [crash.pid_id, crash.seq]).fetchall():
+        try:
+            value = payload_value(bytes(payload))
+        except ETFDecodeError:
+            continue
+        if not (isinstance(value, tuple) and len(value) == 5 and value[0] == Atom("DOWN")):
+            continue
+        what = value[3]
+        if isinstance(what, Pid) and f"#PID<0.{what.id}.{what.serial}>" in crashed:
+            return True
+        if (isinstance(what, tuple) and len(what) == 2 and isinstance(what[0], Atom)
+                and inspect(what[0]) in crashed):
+            return True
+    return False
 
 
 def _reason(crash: Event) -> str:
