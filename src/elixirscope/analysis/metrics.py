@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from elixirscope.beam_names import mfa_display
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError, QueryError
 from elixirscope.etf import Atom
@@ -148,7 +149,6 @@ def _sample(rec: RecordingQueries, pid_id: int, ts: int, offset: int, payload: b
 
 
 def _mfa(function: Any) -> str:
-    if isinstance(function, tuple) and len(function) == 3:
-        module, name, arity = function
-        return f"{inspect(module)}.{name}/{arity}"
+    if isinstance(function, tuple) and len(function) == 3 and isinstance(function[2], int):
+        return mfa_display(str(function[0]), str(function[1]), function[2])
     return inspect(function)

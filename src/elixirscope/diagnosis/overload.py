@@ -170,7 +170,7 @@ def _finding(rec: RecordingQueries, pid_id: int, peak: int, peak_at: float, last
     cost = statistics.median(service[top]) if service[top] else None
     handler = handlers[top].most_common(1)[0][0] if handlers[top] else None
     sender = senders[top].most_common(1)[0][0] if senders[top] else None
-    handler_text = (f"{_mfa(rec, handler)} takes {duration_text(cost)} each ({1 / cost:,.0f}/s)"
+    handler_text = (f"{rec.dims.mfa(handler)} takes {duration_text(cost)} each ({1 / cost:,.0f}/s)"
                     if handler is not None and cost else "its handler is not traced")
     title = (f"{who} is overloaded: {peak:,} messages queued at {peak_at:.3f} s, "
              f"{last:,} still queued at the end; {top} {arriving}"
@@ -198,8 +198,4 @@ def _arrival(count: float, times: list[int]) -> str:
         return f"{count:,.0f} arrived within {seconds * 1000:.2g} ms"
     return f"arrives at {count / seconds:,.0f}/s"
 
-
-def _mfa(rec: RecordingQueries, mfa_id: int) -> str:
-    module, function, arity = rec.dims.functions[mfa_id]
-    return f"{module}.{function}/{arity}"
 

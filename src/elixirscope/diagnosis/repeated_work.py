@@ -54,7 +54,7 @@ def _finding(rec: RecordingQueries, calls: list[int], parent_mfa: int, child_mfa
              parent_ns: int, example: int, parent_spans: list[int], first_ts: int,
              last_ts: int | None, node_id: int) -> Finding:
     dims = rec.dims
-    parent, child = _mfa(rec, parent_mfa), _mfa(rec, child_mfa)
+    parent, child = rec.dims.mfa(parent_mfa), rec.dims.mfa(child_mfa)
     callee, request = _round_trip(rec, calls, example)
     per = f"{mean:.0f}" if parents == 1 or most == round(mean) else f"{mean:.0f} (up to {most})"
     cost, whole = cost_ns / 1e9, parent_ns / 1e9
@@ -97,8 +97,4 @@ def _round_trip(rec: RecordingQueries, calls: list[int], span_id: int) -> tuple[
         return inspect(args[0], local_node=span.node), shape(args[2])
     return "another process", "_"
 
-
-def _mfa(rec: RecordingQueries, mfa_id: int) -> str:
-    module, function, arity = rec.dims.functions[mfa_id]
-    return f"{module}.{function}/{arity}"
 

@@ -139,6 +139,11 @@ class _Dimensions:
         name = self.name(pid_id)
         return f"{self.pid(pid_id)} ({name})" if name else str(self.pid(pid_id))
 
+    def mfa(self, mfa_id: int) -> str:
+        """``Bank.Account.deposit/2``."""
+        module, function, arity = self.functions[mfa_id]
+        return f"{module}.{function}/{arity}"
+
     def node_of(self, pid_id: int | None) -> int | None:
         return None if pid_id is None else self.pids[pid_id][1]
 
