@@ -15,6 +15,7 @@ from typing import Any
 
 from elixirscope.analysis import call_stats as _call_stats
 from elixirscope.analysis import find as _find
+from elixirscope.analysis import framework as _framework
 from elixirscope.analysis import ranges as _ranges
 from elixirscope.analysis import repeats as _repeats
 from elixirscope.analysis import rerun as _rerun
@@ -78,6 +79,29 @@ class Recording(RecordingQueries):
     def waits_at(self, t: TimeSpec) -> WaitGraph:
         """The waits-for graph at ``t``: who waits on whom, and the cycles."""
         return graph_at(self, t)
+
+    @reads
+    def requests(self, route: str | None = None, status: int | None = None,
+                 slowest: int | None = None) -> list[_framework.Request]:
+        """The HTTP requests of a framework trace, with their route, action, status,
+        params and the Ecto queries made inside each."""
+        return _framework.requests(self, route=route, status=status, slowest=slowest)
+
+    @reads
+    def queries(self, slowest: int | None = None) -> list[_framework.Query]:
+        """Every Ecto query of a framework trace, with the request it ran in."""
+        return _framework.queries(self, slowest=slowest)
+
+    @reads
+    def repeated_queries(self, min_runs: int = 3) -> list[_framework.QueryShape]:
+        """Query texts run ``min_runs`` times or more inside one request (N+1)."""
+        return _framework.repeated_queries(self, min_runs=min_runs)
+
+    @reads
+    def liveviews(self) -> list[_framework.LiveViewSummary]:
+        """Each LiveView process with its callbacks, their times and its assigns'
+        changes (its state: ``state_history`` works on a LiveView as on a GenServer)."""
+        return _framework.liveviews(self)
 
     @reads
     def traceback(self, event: Event | int, max_links: int = 50) -> Traceback:

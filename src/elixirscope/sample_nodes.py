@@ -45,11 +45,15 @@ __all__ = [
     "SampleNodeError",
     "compile_sample",
     "examples_dir",
+    "executable",
+    "file_lock",
+    "launch_node",
+    "samples_cache_root",
     "start_bare",
     "start_sample",
 ]
 
-SampleApp = Literal["bank", "kv"]
+SampleApp = Literal["bank", "kv", "shop"]
 NodeKind = Literal["erl", "elixir"]
 
 _READY_MARKER = "ELIXIRSCOPE-NODE-READY"
@@ -106,12 +110,12 @@ def examples_dir() -> Path:
     )
 
 
-def _cache_root() -> Path:
+def samples_cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "elixirscope" / "samples"
 
 
-def _executable(name: str) -> str:
+def executable(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise SampleNodeError(
@@ -164,7 +168,7 @@ def _source_files(app_dir: Path, spec: _AppSpec) -> list[Path]:
 def _source_digest(app_dir: Path, files: Sequence[Path], spec: _AppSpec) -> str:
     digest = hashlib.sha256(f"elixirscope-samples {_CACHE_FORMAT}\0".encode())
     for tool in spec.tools:
-        real = os.path.realpath(_executable(tool))
+        real = os.path.realpath(executable(tool))
         stat = os.stat(real)
         digest.update(f"{tool}={real}:{stat.st_size}:{stat.st_mtime_ns}\0".encode())
     for path in files:
@@ -174,7 +178,7 @@ def _source_digest(app_dir: Path, files: Sequence[Path], spec: _AppSpec) -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     with open(path, "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -195,12 +199,12 @@ def compile_sample(
     app_dir = (examples or examples_dir()) / spec.name
     files = _source_files(app_dir, spec)
     key = f"{spec.name}-{_source_digest(app_dir, files, spec)}"
-    root = cache_dir or _cache_root()
+    root = cache_dir or samples_cache_root()
     final = root / key
     if final.is_dir():
         return final / "ebin"
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f"{key}.lock"):
+    with file_lock(root / f"{key}.lock"):
         if final.is_dir():
             return final / "ebin"
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
@@ -216,10 +220,10 @@ def compile_sample(
 def _build(spec: _AppSpec, app_dir: Path, files: Sequence[Path], ebin: Path) -> None:
     ebin.mkdir()
     if spec.language == "elixir":
-        command = [_executable("elixirc"), "-o", str(ebin), *map(str, files)]
+        command = [executable("elixirc"), "-o", str(ebin), *map(str, files)]
     else:
         erl_files = [str(path) for path in files if path.suffix == ".erl"]
-        command = [_executable("erlc"), "-o", str(ebin), *erl_files]
+        command = [executable("erlc"), "-o", str(ebin), *erl_files]
     try:
         result = subprocess.run(
             command,
@@ -498,7 +502,7 @@ def _elixir_boot(marker: str, start: str | None) -> str:
     return "\n".join(steps)
 
 
-def _launch(
+def launch_node(
     kind: NodeKind,
     *,
     app: SampleApp | None,
@@ -522,13 +526,13 @@ def _launch(
         env.setdefault("ERL_CRASH_DUMP_SECONDS", "0")
         paths = [str(path) for path in code_paths]
         if kind == "erl":
-            command = [_executable("erl"), "-name" if longnames else "-sname", name]
+            command = [executable("erl"), "-name" if longnames else "-sname", name]
             command.append("-noshell")
             for path in paths:
                 command += ["-pa", path]
             command += [*extra_args, "-eval", _erl_boot(marker, start)]
         else:
-            command = [_executable("elixir"), "--name" if longnames else "--sname", name]
+            command = [executable("elixir"), "--name" if longnames else "--sname", name]
             for path in paths:
                 command += ["-pa", path]
             command += [*extra_args, "--no-halt", "-e", _elixir_boot(marker, start)]
@@ -606,7 +610,7 @@ def start_sample(
     else:
         kind, start = "erl", f"ok = kv:start(#{{workload => {flag}}})"
         vm_args = _DIST_BUFFER_BUSY_LIMIT
-    return _launch(
+    return launch_node(
         kind,
         app=app,
         name_prefix=name_prefix or spec.name,
@@ -635,7 +639,7 @@ def start_bare(
     """
     if kind not in ("erl", "elixir"):
         raise ValueError(f"kind must be 'erl' or 'elixir', not {kind!r}")
-    return _launch(
+    return launch_node(
         kind,
         app=None,
         name_prefix=name_prefix or f"bare_{kind}",

@@ -51,6 +51,8 @@
 
 -export([start/2, request/2, request/3, capabilities/0, conflicts/1]).
 -export([relay_init/3, watcher_init/4]).
+%% The telemetry handler of framework traces (see framework_event/4).
+-export([framework_event/4]).
 %% For tests: the delta the agent sends from one state to the next.
 -export([diff/2]).
 
@@ -105,7 +107,13 @@
     heat = #{},
     parents = #{},
     %% Process metrics (see sample_metrics/1): off, or #{top, every, last, reds}.
-    metrics = off
+    metrics = off,
+    %% Framework traces: the telemetry handlers attached (TRef => HandlerId), and each
+    %% LiveView process's assigns and its components' (Pid => {Assigns, Components}).
+    handlers = #{},
+    live = #{},
+    %% Framework spans open per process: Pid => [{Mfa, open | {ended, End}}].
+    fw_open = #{}
 }).
 
 %% ---------------------------------------------------------------------------------
@@ -282,6 +290,8 @@ relay_loop(St) ->
             end;
         {es_req, From, Ref, Request} ->
             relay_loop(serve(From, Ref, Request, St));
+        {es_fw, Pid, Ts, Items} ->
+            relay_loop(on_framework(Pid, Ts, Items, St));
         {flush, Ref} ->
             case St#st.flush_timer of
                 {_, Ref} -> relay_loop(flush(St#st{flush_timer = undefined}));
@@ -313,7 +323,8 @@ relay_loop(St) ->
         {guard_tripped, Reason, Details} when St#st.tripped =:= false ->
             %% The watcher already removed the tracing and told the owner; what was
             %% captured goes out, then the owner gets the counters as they stand.
-            St1 = St#st{applied_patterns = #{}, applied_flags = #{}, members = #{}},
+            St1 = St#st{applied_patterns = #{}, applied_flags = #{}, members = #{},
+                        handlers = #{}},
             St2 = flush(St1),
             relay_loop(notify_stop((mark_tripped(Reason, St2))#st{
                 stop_notice = {es_stopped, Reason, maps:merge(counters(St2), Details)}}));
@@ -764,6 +775,8 @@ covers(#{kind := module, module := M, functions := Fs}, M, F, A) ->
     lists:member({F, A}, Fs);
 covers(#{kind := function, module := M, function := F, arity := Ar}, M, F, A) ->
     Ar =:= '_' orelse Ar =:= A;
+covers(#{kind := framework, patterns := Ps}, M, F, A) ->
+    lists:keymember({M, F, A}, 1, Ps);
 covers(_, _, _, _) -> false.
 
 pid_index(Pid, St = #st{pids = Pids}) ->
@@ -792,6 +805,7 @@ mfa_index(Mfa, St = #st{mfas = Mfas}) ->
 %%        is the process the name resolved to, or 0), 4 Other is the caller's MFA
 %%        index, 8 a return or exception will follow this call.
 %%        16 (state records) the payload is a whole state, not a delta.
+%%        64 (calls) a span of the framework layer, from telemetry (on_framework/4).
 record(Kind, Flags, Pid, Ts, Mfa, Other, Value, Refs, St) ->
     element(2, record_sized(Kind, Flags, Pid, Ts, Mfa, Other, Value, Refs, St)).
 
@@ -1721,6 +1735,15 @@ counters(St) ->
 %% ---------------------------------------------------------------------------------
 %% Requests
 
+handle_request({trace, TRef, Spec = #{kind := framework}}, St) ->
+    case framework_spec(Spec) of
+        {error, _} = E -> {E, St};
+        {ok, T} ->
+            case add_trace(TRef, T, St) of
+                {ok, St1} -> attach_framework(TRef, T, St1);
+                Other -> Other
+            end
+    end;
 handle_request({trace, TRef, Spec = #{kind := Kind}}, St) ->
     case trace_spec(Kind, Spec) of
         {error, _} = E -> {E, St};
@@ -1746,7 +1769,7 @@ handle_request({stop_trace, TRef}, St) ->
     case maps:take(TRef, St#st.traces) of
         error -> {{error, unknown_trace}, St};
         {T, Rest} ->
-            St1 = drop_members(TRef, flush(St)),
+            St1 = drop_members(TRef, flush(detach_framework([TRef], St))),
             St2 = apply_state(St1#st{traces = Rest,
                                      routes_version = St1#st.routes_version + 1}),
             {{ok, summary(TRef, T#{status => stopped})}, St2}
@@ -2459,7 +2482,8 @@ widen(#{ends := E0, caller := C0, elide := L0},
 %% ships and nothing more; return_to only while some function is closed by time.
 wanted_flags(Traces, Adapt, Big) ->
     Timed = Big =/= [] orelse
-        lists:any(fun(A) -> maps:get(timed, A, false) end, maps:values(Adapt)),
+        lists:any(fun(A) -> maps:get(timed, A, false) end, maps:values(Adapt)) orelse
+        lists:any(fun(T) -> maps:get(timed_ends, T, false) end, maps:values(Traces)),
     Flags = lists:foldl(
               fun({Target, Fs}, Acc) ->
                       Acc#{Target => lists:usort(maps:get(Target, Acc, []) ++ Fs)}
@@ -2477,7 +2501,8 @@ remove_flags(St) ->
      || {Target, Fs} <- maps:to_list(St#st.applied_flags)],
     St.
 
-remove_all(St0) ->
+remove_all(St00) ->
+    St0 = detach_framework(maps:keys(St00#st.handlers), St00),
     St0#st.watcher ! {duty, off},
     St = St0#st{duty = false,
                 adapt = maps:map(fun(_, A) -> maps:remove(duty, A) end, St0#st.adapt)},
@@ -2521,6 +2546,432 @@ only_ours(M, Ours) ->
                                   erlang:trace_info({M, F, A}, traced) =:= {traced, false}
                       end, Functions)
     catch _:_ -> false
+    end.
+
+%% ---------------------------------------------------------------------------------
+%% The framework layer: Phoenix, LiveView, Channels and Ecto, read through :telemetry
+%%
+%% A framework trace attaches framework_event/4 to the framework's telemetry events
+%% (the handler is this module's function; detaching it is part of removing the
+%% tracing, in the relay and in the watcher). The handler runs in the process that
+%% emits the event, so it takes out of the metadata only the few fields each view
+%% needs (never the conn or the socket whole, which the VM would copy into the
+%% message), redacts secrets there, and sends them to the relay, which turns them
+%% into records under the same limits as trace messages:
+%%   * a request, a router dispatch, a LiveView or LiveComponent callback (telemetry
+%%     spans): a call record (1) at start and a return (2) or exception (3) at stop,
+%%     named after the function they stand for (the endpoint's call/2, the
+%%     controller action, the view's handle_event/3 ...);
+%%   * an Ecto query, a socket connect, a channel join or handle_in (known only when
+%%     done, with a duration): a call record back-dated by that duration, and its end;
+%%   * a LiveView's assigns (its components' under '@components') after mount,
+%%     handle_params, handle_event, a component's update or event, and before a
+%%     render that follows any other change (handle_info): state records (17), as
+%%     for a GenServer, under max_state_bytes.
+%% The handle_info/2 callbacks of LiveViews and channels, which emit no telemetry,
+%% are traced like functions, their socket never shipped and their ends by time.
+
+framework_spec(Spec) ->
+    case code:is_loaded(telemetry) =/= false andalso
+        erlang:function_exported(telemetry, attach_many, 4) of
+        false -> {error, no_telemetry};
+        true ->
+            Repos = maps:get(repos, Spec, auto),
+            Events = framework_events(repo_prefixes(Repos)),
+            Modules = [{M, K} || M <- framework_modules(), K <- [framework_kind(M)],
+                                 K =/= none],
+            Patterns = [{{M, handle_info, 2}, local,
+                         [#{guard => [], ends => time, caller => true,
+                            elide => [{2, '$state'}]}]}
+                        || {M, K} <- Modules, K =:= live_view orelse K =:= channel,
+                           exports(M, handle_info, 2),
+                           %% A pattern holds only on a loaded module.
+                           code:ensure_loaded(M) =:= {module, M}],
+            {ok, #{kind => framework, rate => 1.0, want_args => true, timed_ends => true,
+                   events => Events, modules => Modules, patterns => Patterns,
+                   flags => case Patterns of [] -> #{}; _ -> #{all => [call]} end,
+                   redact => [string:lowercase(to_bin(R))
+                              || R <- maps:get(redact, Spec, default_redactions())]}}
+    end.
+
+default_redactions() ->
+    [<<"password">>, <<"passwd">>, <<"secret">>, <<"token">>, <<"csrf">>, <<"api_key">>,
+     <<"authorization">>, <<"cookie">>, <<"private_key">>].
+
+%% The modules of the applications built on Phoenix, read from their beam files
+%% (loaded or not: a LiveView is loaded on its first request).
+framework_modules() ->
+    Apps = [App || {App, _, _} <- application:which_applications(),
+                   begin
+                       {ok, Deps} = application:get_key(App, applications),
+                       lists:member(phoenix, Deps) orelse lists:member(phoenix_live_view, Deps)
+                   end],
+    lists:usort([M || App <- Apps, {ok, Ms} <- [application:get_key(App, modules)], M <- Ms]).
+
+exports(M, F, A) ->
+    case beam_attributes(M) of
+        {ok, _, Exports} -> lists:member({F, A}, Exports);
+        error -> false
+    end.
+
+beam_attributes(M) ->
+    case code:which(M) of
+        File when is_list(File) ->
+            case beam_lib:chunks(File, [attributes, exports]) of
+                {ok, {M, [{attributes, Attrs}, {exports, Exports}]}} -> {ok, Attrs, Exports};
+                _ -> error
+            end;
+        _ -> error
+    end.
+
+framework_kind(M) ->
+    Declared = case beam_attributes(M) of
+                   {ok, Attrs, _} -> lists:append([Bs || {K, Bs} <- Attrs,
+                                                         K =:= behaviour orelse K =:= behavior]);
+                   error -> []
+               end,
+    case Declared of
+        Bs when is_list(Bs) ->
+            Known = [{'Elixir.Phoenix.LiveView', live_view},
+                     {'Elixir.Phoenix.LiveComponent', live_component},
+                     {'Elixir.Phoenix.Channel', channel}],
+            case [K || {B, K} <- Known, lists:member(B, Bs)] of
+                [K | _] -> K;
+                [] -> none
+            end;
+        _ -> none
+    end.
+
+%% The telemetry prefix of each running Ecto repo ([my_app, repo] for MyApp.Repo).
+repo_prefixes(auto) ->
+    Running = case erlang:function_exported('Elixir.Ecto.Repo.Registry', all_running, 0) of
+                  true -> catch 'Elixir.Ecto.Repo.Registry':all_running();
+                  false -> []
+              end,
+    lists:usort([Prefix || Repo <- if is_list(Running) -> Running; true -> [] end,
+                           is_atom(Repo), Prefix <- repo_prefix(Repo)]);
+repo_prefixes(Prefixes) when is_list(Prefixes) -> Prefixes.
+
+repo_prefix(Repo) ->
+    case catch Repo:config() of
+        Config when is_list(Config) ->
+            case proplists:get_value(telemetry_prefix, Config) of
+                P when is_list(P), P =/= [] -> [P];
+                _ -> []
+            end;
+        _ -> []
+    end.
+
+framework_events(RepoPrefixes) ->
+    Spans = [[phoenix, endpoint], [phoenix, router_dispatch]]
+        ++ [[phoenix, live_view, W] || W <- [mount, handle_params, handle_event, render]]
+        ++ [[phoenix, live_component, W] || W <- [handle_event, update]],
+    [Prefix ++ [Phase] || Prefix <- Spans, Phase <- [start, stop, exception]]
+        ++ [[phoenix, socket_connected], [phoenix, channel_joined],
+            [phoenix, channel_handled_in]]
+        ++ [Prefix ++ [query] || Prefix <- RepoPrefixes].
+
+attach_framework(TRef, T, St) ->
+    Id = {elixirscope, this_module(), TRef},
+    Config = #{relay => self(), redact => maps:get(redact, T),
+               max_state_bytes => map_get(max_state_bytes, St#st.limits)},
+    Handler = erlang:make_fun(this_module(), framework_event, 4),
+    case catch telemetry:attach_many(Id, maps:get(events, T), Handler, Config) of
+        ok ->
+            Handlers = (St#st.handlers)#{TRef => Id},
+            St#st.watcher ! {handlers, maps:values(Handlers)},
+            {ok, St#st{handlers = Handlers}};
+        Error ->
+            {_, St1} = handle_request({stop_trace, TRef}, St),
+            {{error, {telemetry_attach, Error}}, St1}
+    end.
+
+detach_framework(TRefs, St) ->
+    {Gone, Kept} = maps:fold(fun(R, Id, {G, K}) ->
+                                     case lists:member(R, TRefs) of
+                                         true -> {[Id | G], K};
+                                         false -> {G, K#{R => Id}}
+                                     end
+                             end, {[], #{}}, St#st.handlers),
+    case Gone of
+        [] -> St;
+        _ ->
+            detach_handlers(Gone),
+            St#st.watcher ! {handlers, maps:values(Kept)},
+            case map_size(Kept) of
+                0 -> St#st{handlers = Kept, live = #{}, fw_open = #{}};
+                _ -> St#st{handlers = Kept}
+            end
+    end.
+
+detach_handlers(Ids) ->
+    [catch telemetry:detach(Id) || Id <- Ids],
+    ok.
+
+%% The handler. It never raises: telemetry detaches a handler that does.
+framework_event(Event, Measurements, Meta, Config = #{relay := Relay}) ->
+    try framework_items(Event, Measurements, Meta, Config) of
+        [] -> ok;
+        Items -> Relay ! {es_fw, self(), erlang:monotonic_time(nanosecond), Items}, ok
+    catch _:_ -> ok
+    end.
+
+%% What leaves the emitting process: a list of
+%%   {open, Mfa, Args} | {close, Mfa, Value} | {raise, Mfa, {Class, Reason, Stack}}
+%%   | {done, Mfa, Args, Value, DurationNs}        (back-dated: known when done)
+%%   | {assigns, Mfa, Assigns} | {component, Mfa, Key, Assigns}   (states, Mfa the
+%%     callback that changed them)
+framework_items([phoenix, endpoint, start], _, #{conn := Conn}, C) ->
+    [{open, {endpoint(Conn), call, 2}, [request_fields(Conn, C)]}];
+framework_items([phoenix, endpoint, stop], _, #{conn := Conn}, _) ->
+    [{close, {endpoint(Conn), call, 2}, #{status => map_get(status, Conn)}}];
+framework_items([phoenix, endpoint, exception], _, Meta = #{conn := Conn}, _) ->
+    [{raise, {endpoint(Conn), call, 2}, failure(Meta)}];
+framework_items([phoenix, router_dispatch, start], _, Meta = #{conn := Conn}, C) ->
+    Fields = #{route => maps:get(route, Meta, undefined),
+               path_params => redact(maps:get(path_params, Meta, #{}), C),
+               params => redact(maps:get(params, Conn, #{}), C),
+               pipe_through => maps:get(pipe_through, Meta, [])},
+    [{open, dispatch_mfa(Meta), [Fields]}];
+framework_items([phoenix, router_dispatch, stop], _, Meta = #{conn := Conn}, _) ->
+    [{close, dispatch_mfa(Meta), #{status => map_get(status, Conn)}}];
+framework_items([phoenix, router_dispatch, exception], _, Meta, _) ->
+    [{raise, dispatch_mfa(Meta), failure(Meta)}];
+framework_items([phoenix, live_view, What, Phase], _, Meta = #{socket := Socket}, C) ->
+    View = map_get(view, Socket),
+    Mfa = {View, What, case What of render -> 1; _ -> 3 end},
+    case Phase of
+        start when What =:= render ->
+            %% Assigns changed since the last callback that emits telemetry: by
+            %% handle_info (or handle_call, handle_cast, handle_async).
+            [{assigns, {View, handle_info, 2}, assigns(Socket, C)}, {open, Mfa, []}];
+        start -> [{open, Mfa, live_args(What, Meta, C)}];
+        stop when What =:= render -> [{close, Mfa, ok}];
+        stop -> [{close, Mfa, ok}, {assigns, Mfa, assigns(Socket, C)}];
+        exception -> [{raise, Mfa, failure(Meta)}]
+    end;
+framework_items([phoenix, live_component, handle_event, Phase], _,
+                Meta = #{socket := Socket, component := Component}, C) ->
+    Mfa = {Component, handle_event, 3},
+    case Phase of
+        start -> [{open, Mfa, [maps:get(event, Meta, undefined),
+                               redact(maps:get(params, Meta, #{}), C)]}];
+        stop -> [{close, Mfa, ok},
+                 {component, Mfa, component_key(Component, Socket), assigns(Socket, C)}];
+        exception -> [{raise, Mfa, failure(Meta)}]
+    end;
+framework_items([phoenix, live_component, update, Phase], _,
+                Meta = #{component := Component}, C) ->
+    Mfa = {Component, update, 2},
+    case Phase of
+        start -> [{open, Mfa, []}];
+        stop ->
+            Sockets = [S || S <- maps:get(sockets, Meta, []), is_map(S)],
+            [{close, Mfa, ok}
+             | [{component, Mfa, component_key(Component, S), assigns(S, C)} || S <- Sockets]];
+        exception -> [{raise, Mfa, failure(Meta)}]
+    end;
+framework_items([phoenix, socket_connected], #{duration := D}, Meta, C) ->
+    Socket = maps:get(user_socket, Meta, 'Elixir.Phoenix.Socket'),
+    [{done, {Socket, connect, 3}, [redact(maps:get(params, Meta, #{}), C)],
+      short(maps:get(result, Meta, undefined)), native_ns(D)}];
+framework_items([phoenix, channel_joined], #{duration := D}, Meta = #{socket := Socket}, C) ->
+    [{done, {map_get(channel, Socket), join, 3},
+      [map_get(topic, Socket), redact(maps:get(params, Meta, #{}), C)],
+      short(maps:get(result, Meta, undefined)), native_ns(D)}];
+framework_items([phoenix, channel_handled_in], #{duration := D},
+                Meta = #{socket := Socket}, C) ->
+    [{done, {map_get(channel, Socket), handle_in, 3},
+      [maps:get(event, Meta, undefined), redact(maps:get(params, Meta, #{}), C)],
+      #{topic => map_get(topic, Socket)}, native_ns(D)}];
+framework_items(Event, Measurements, Meta = #{repo := Repo}, _) ->
+    case lists:last(Event) of
+        query ->
+            Total = maps:get(total_time, Measurements, 0),
+            Times = maps:from_list([{Us, native_ns(V) div 1000}
+                                    || {K, Us} <- [{total_time, total_us}, {queue_time, queue_us},
+                                                   {query_time, query_us},
+                                                   {decode_time, decode_us},
+                                                   {idle_time, idle_us}],
+                                       V <- [maps:get(K, Measurements, nil)], is_integer(V)]),
+            {Outcome, Rows} = query_result(maps:get(result, Meta, undefined)),
+            Value = Times#{source => maps:get(source, Meta, nil), rows => Rows,
+                           outcome => Outcome},
+            [{done, {Repo, query, 2},
+              [maps:get(query, Meta, <<>>), maps:get(params, Meta, [])], Value,
+              native_ns(Total)}];
+        _ -> []
+    end;
+framework_items(_, _, _, _) -> [].
+
+endpoint(#{private := #{phoenix_endpoint := E}}) -> E;
+endpoint(_) -> 'Elixir.Phoenix.Endpoint'.
+
+dispatch_mfa(Meta) ->
+    case {maps:get(plug, Meta, undefined), maps:get(plug_opts, Meta, undefined)} of
+        {'Elixir.Phoenix.LiveView.Plug', _} -> {'Elixir.Phoenix.LiveView.Plug', call, 2};
+        {Plug, Action} when is_atom(Plug), is_atom(Action) -> {Plug, Action, 2};
+        {Plug, _} when is_atom(Plug) -> {Plug, call, 2};
+        _ -> {'Elixir.Phoenix.Router', dispatch, 2}
+    end.
+
+request_fields(Conn, C) ->
+    Headers = [{K, V} || {K, V} <- maps:get(req_headers, Conn, []),
+                         K =/= <<"cookie">>, K =/= <<"authorization">>]
+        ++ [{K, <<"[REDACTED]">>} || {K, _} <- maps:get(req_headers, Conn, []),
+                                     K =:= <<"cookie">> orelse K =:= <<"authorization">>],
+    #{method => maps:get(method, Conn, nil), path => maps:get(request_path, Conn, nil),
+      query => maps:get(query_string, Conn, <<>>), headers => redact(Headers, C),
+      remote_ip => maps:get(remote_ip, Conn, nil)}.
+
+live_args(mount, Meta, C) ->
+    [redact(maps:get(params, Meta, #{}), C), maps:get(uri, Meta, nil)];
+live_args(handle_params, Meta, C) ->
+    [redact(maps:get(params, Meta, #{}), C), maps:get(uri, Meta, nil)];
+live_args(handle_event, Meta, C) ->
+    [maps:get(event, Meta, nil), redact(maps:get(params, Meta, #{}), C)];
+live_args(_, _, _) -> [].
+
+%% A socket's assigns without LiveView's change tracking, secrets redacted; or
+%% {too_large, Bytes} over max_state_bytes (sized without being copied).
+assigns(Socket, C) ->
+    Assigns = maps:without(['__changed__', myself], maps:get(assigns, Socket, #{})),
+    Size = erlang:external_size(Assigns),
+    case Size =< maps:get(max_state_bytes, C) of
+        true -> redact(Assigns, C);
+        false -> {too_large, Size}
+    end.
+
+component_key(Component, Socket) ->
+    {Component, maps:get(id, maps:get(assigns, Socket, #{}), nil)}.
+
+failure(Meta) ->
+    {maps:get(kind, Meta, error), maps:get(reason, Meta, undefined),
+     lists:sublist(maps:get(stacktrace, Meta, []), 20)}.
+
+query_result({ok, Result}) when is_map(Result) -> {ok, maps:get(num_rows, Result, nil)};
+query_result({error, Reason}) -> {error, short(Reason)};
+query_result(_) -> {unknown, nil}.
+
+short({Tag, Value}) when is_atom(Tag) -> {Tag, erlang:external_size(Value)};
+short(Other) when is_atom(Other) -> Other;
+short(Other) when is_map(Other) -> maps:get('__struct__', Other, map);
+short(_) -> term.
+
+native_ns(T) -> erlang:convert_time_unit(T, native, nanosecond).
+
+%% Values under keys that name a secret (params, assigns, headers) are replaced.
+redact(Term, #{redact := Patterns}) -> redact(Term, Patterns, 6).
+
+redact(Term, _, 0) -> Term;
+redact(Map, Patterns, Depth) when is_map(Map), not is_map_key('__struct__', Map) ->
+    maps:map(fun(K, V) ->
+                     case secret_key(K, Patterns) of
+                         true -> <<"[REDACTED]">>;
+                         false -> redact(V, Patterns, Depth - 1)
+                     end
+             end, Map);
+redact(List, Patterns, Depth) when is_list(List) ->
+    [case E of
+         {K, V} when is_binary(K); is_atom(K) ->
+             case secret_key(K, Patterns) of
+                 true -> {K, <<"[REDACTED]">>};
+                 false -> {K, redact(V, Patterns, Depth - 1)}
+             end;
+         _ -> redact(E, Patterns, Depth - 1)
+     end || E <- List];
+redact(Term, _, _) -> Term.
+
+secret_key(K, Patterns) when is_atom(K); is_binary(K) ->
+    Name = string:lowercase(to_bin(K)),
+    lists:any(fun(P) -> binary:match(Name, P) =/= nomatch end, Patterns);
+secret_key(_, _) -> false.
+
+to_bin(A) when is_atom(A) -> atom_to_binary(A, utf8);
+to_bin(B) when is_binary(B) -> B;
+to_bin(L) when is_list(L) -> unicode:characters_to_binary(L).
+
+%% In the relay: the handler's items become records of the framework trace.
+on_framework(_, _, _, St = #st{tripped = Tripped}) when Tripped =/= false -> St;
+on_framework(Pid, Ts, Items, St0) ->
+    St = St0#st{received = St0#st.received + 1},
+    case [R || {R, #{kind := framework}} <- maps:to_list(St#st.traces)] of
+        [] -> St;
+        [TRef | _] -> lists:foldl(fun(I, Acc) -> fw_record(Pid, Ts, I, [TRef], Acc) end,
+                                  St, Items)
+    end.
+
+fw_record(Pid, Ts, {open, Mfa, Args}, Refs, St) ->
+    Open = maps:get(Pid, St#st.fw_open, []),
+    record(1, 8 bor 64, Pid, Ts, Mfa, 0, Args, Refs,
+           set_fw_open(Pid, [{Mfa, open} | Open], St));
+fw_record(Pid, Ts, {close, Mfa, Value}, Refs, St) ->
+    fw_end(Pid, Ts, Mfa, {2, Value}, Refs, St);
+fw_record(Pid, Ts, {raise, Mfa, Failure}, Refs, St) ->
+    fw_end(Pid, Ts, Mfa, {3, Failure}, Refs, St);
+fw_record(Pid, Ts, {done, Mfa, Args, Value, Ns}, Refs, St) ->
+    St1 = record(1, 8 bor 64, Pid, Ts - Ns, Mfa, 0, Args, Refs, St),
+    record(2, 0, Pid, Ts, Mfa, 0, Value, Refs, St1);
+fw_record(Pid, Ts, {assigns, Mfa, Assigns}, Refs, St) ->
+    {_, Components} = maps:get(Pid, St#st.live, {#{}, #{}}),
+    live_state(Pid, Ts, Mfa, Assigns, Components, Refs, St);
+fw_record(Pid, Ts, {component, Mfa, Key, Assigns}, Refs, St) ->
+    {ViewAssigns, Components} = maps:get(Pid, St#st.live, {#{}, #{}}),
+    live_state(Pid, Ts, Mfa, ViewAssigns, Components#{Key => Assigns}, Refs, St).
+
+%% A framework span ends inside-out. One that ends while a span it encloses is still
+%% open (Plug.Telemetry's stop runs before the response is sent, inside the
+%% controller action) ends right after that span does, keeping its own value.
+fw_end(Pid, Ts, Mfa, End, Refs, St) ->
+    Open = maps:get(Pid, St#st.fw_open, []),
+    case lists:keyfind(Mfa, 1, Open) of
+        false -> fw_emit(Pid, Ts, Mfa, End, Refs, St);
+        _ ->
+            case Open of
+                [{Mfa, _} | Rest] -> fw_unwind(Pid, Ts, Rest, Refs,
+                                               fw_emit(Pid, Ts, Mfa, End, Refs, St));
+                _ ->
+                    Marked = lists:keyreplace(Mfa, 1, Open, {Mfa, {ended, End}}),
+                    set_fw_open(Pid, Marked, St)
+            end
+    end.
+
+fw_unwind(Pid, Ts, [{Mfa, {ended, End}} | Rest], Refs, St) ->
+    fw_unwind(Pid, Ts, Rest, Refs, fw_emit(Pid, Ts, Mfa, End, Refs, St));
+fw_unwind(Pid, _, Open, _, St) ->
+    set_fw_open(Pid, Open, St).
+
+fw_emit(Pid, Ts, Mfa, {Kind, Value}, Refs, St) ->
+    record(Kind, 0, Pid, Ts, Mfa, 0, Value, Refs, St).
+
+%% Open framework spans per process; a process that leaves spans open for good (it
+%% died inside one) is forgotten when more than 10,000 processes have some open.
+set_fw_open(Pid, [], St) -> St#st{fw_open = maps:remove(Pid, St#st.fw_open)};
+set_fw_open(Pid, Open, St = #st{fw_open = All}) when map_size(All) < 10000;
+                                                      is_map_key(Pid, All) ->
+    St#st{fw_open = All#{Pid => lists:sublist(Open, 64)}};
+set_fw_open(Pid, Open, St) -> St#st{fw_open = #{Pid => Open}}.
+
+%% A LiveView's state: its assigns, and its components' under '@components'. A state
+%% that did not change is not sent again (a render after nothing but a render); one
+%% over max_state_bytes (sized in the LiveView's process) is reported, not sent.
+live_state(Pid, Ts, Mfa, Assigns, Components, Refs, St) ->
+    St1 = St#st{live = (St#st.live)#{Pid => {Assigns, Components}}},
+    Parts = [Assigns | maps:values(Components)],
+    case [Size || {too_large, Size} <- Parts] of
+        [_ | _] = Sizes ->
+            N = next_state_number(Pid, St1),
+            state_record(Pid, Ts, Mfa, 0, {N, {too_large, lists:sum(Sizes)}}, Refs,
+                         keep_state(Pid, {N, unknown}, St1));
+        [] ->
+            State = case map_size(Components) of
+                        0 -> Assigns;
+                        _ -> Assigns#{'@components' => Components}
+                    end,
+            case maps:get(Pid, St1#st.states, none) of
+                {_, _, Last, _} when Last =:= State -> St1;
+                _ -> emit_state(Pid, Ts, Mfa, State, Refs, St1)
+            end
     end.
 
 %% ---------------------------------------------------------------------------------
@@ -2574,6 +3025,8 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
             watcher_loop(retune(D, W#{bit := Bit}));
         {applied, P, F, S} ->
             watcher_loop(W#{patterns := P, flags := F, session := S});
+        {handlers, Ids} ->
+            watcher_loop(W#{handlers => Ids});
         {limits, L} ->
             watcher_loop(W#{limits := L});
         rearm ->
@@ -2581,6 +3034,7 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
         {'DOWN', MRef, process, Relay, _Reason} ->
             #{session := Session, patterns := P, flags := F, module := Module} = W,
             remove_applied(Session, P, F),
+            detach_handlers(maps:get(handlers, W, [])),
             set_duty_bit(maps:get(bit, W), false),
             close_session(Session),
             unload(Module);
@@ -2589,6 +3043,7 @@ watcher_loop(W = #{relay := Relay, mref := MRef}) ->
             %% trace messages: everything goes at once, from here.
             #{session := Session, patterns := P, flags := F, module := Module} = W,
             remove_applied(Session, P, F),
+            detach_handlers(maps:get(handlers, W, [])),
             exit(Relay, kill),
             set_duty_bit(maps:get(bit, W), false),
             close_session(Session),
@@ -2640,18 +3095,19 @@ guard(W = #{relay := Relay, limits := L, patterns := P, flags := F}) ->
             || {Name, Value} <- [{max_queue_len, Queue}, {max_relay_memory_mb, RelayMb},
                                  {max_node_memory_mb, erlang:memory(total) div (1024 * 1024)}],
                is_number(maps:get(Name, L, infinity)), Value >= maps:get(Name, L)],
-    case {Over, maps:size(P) + maps:size(F)} of
+    case {Over, maps:size(P) + maps:size(F) + length(maps:get(handlers, W, []))} of
         {[], _} -> W;
         {_, 0} -> W;
         {[{Reason, Value, Limit} | _], _} ->
             remove_applied(maps:get(session, W), P, F),
+            detach_handlers(maps:get(handlers, W, [])),
             Details = #{queue => Queue, relay_memory_mb => RelayMb, value => Value,
                         limit => Limit},
             erlang:send(maps:get(owner, W), {es_stopped, Reason, Details}, [nosuspend]),
             Relay ! {guard_tripped, Reason, Details},
             set_duty_bit(maps:get(bit, W), false),
             W#{tripped := true, patterns := #{}, flags := #{}, next_toggle := infinity,
-               bit := undefined}
+               bit := undefined, handlers => []}
     end.
 
 %% The relay's queue length, and its memory in MB counted whole.

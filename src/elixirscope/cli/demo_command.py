@@ -10,6 +10,7 @@ import click
 from elixirscope.cli import output
 from elixirscope.cli.diagnose_command import diagnosed, print_findings
 from elixirscope.cli.options import json_option
+from elixirscope.cli.phoenix_demo import print_framework, record_shop
 from elixirscope.cli.record_command import default_path, record_for, stats_line
 from elixirscope.cli.summary_view import print_summary, summary_json
 from elixirscope.cli.ui_command import (
@@ -43,10 +44,13 @@ PROCESSES = ("Bank.Transfer", "Bank.Auditor", "Bank.Ledger", "Bank.Workload")
               default=None, help="The recording file (default: a new file here).")
 @click.option("--no-ui", is_flag=True, help="Do not serve the web UI of the recording at "
               "the end (--json never does).")
+@click.option("--phoenix", is_flag=True,
+              help="Record the Phoenix sample shop on a throwaway PostgreSQL instead: "
+                   "requests, LiveView events and assigns, channels and Ecto queries.")
 @ui_options
 @json_option("The summary as one JSON document.")
-def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
-         no_token: bool, as_json: bool) -> None:
+def demo(duration: float, path: Path | None, no_ui: bool, phoenix: bool, host: str,
+         port: int, no_token: bool, as_json: bool) -> None:
     """Starts the sample bank app on a fresh node, records it for DURATION seconds while
     a workload runs with an account crash, a slow path and a message flood, then
     summarises the recording: processes, busiest functions, slowest spans, messages,
@@ -56,13 +60,16 @@ def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
     options = None if no_ui or as_json else UIOptions(host, port, not no_token)
     if options is not None:
         check_port(options)
-    output.err.print("starting the sample bank app on a fresh node ...")
-    with start_sample("bank", name_prefix="bank_demo") as beam, \
-            attach(beam.name, beam.cookie) as scope:
-        output.err.print(f"attached to {beam.name}; tracing {', '.join(MODULES)}")
-        _trace_bank(scope)
-        output.err.print(f"recording {duration:g} s to {target} ...")
-        stats = record_for(scope, target, duration, live=not as_json, before=_start_demo)
+    if phoenix:
+        stats = record_shop(target, duration, live=not as_json)
+    else:
+        output.err.print("starting the sample bank app on a fresh node ...")
+        with start_sample("bank", name_prefix="bank_demo") as beam, \
+                attach(beam.name, beam.cookie) as scope:
+            output.err.print(f"attached to {beam.name}; tracing {', '.join(MODULES)}")
+            _trace_bank(scope)
+            output.err.print(f"recording {duration:g} s to {target} ...")
+            stats = record_for(scope, target, duration, live=not as_json, before=_start_demo)
     found = diagnosed(target)
     with open_recording(target) as recording:
         if as_json:
@@ -71,11 +78,18 @@ def demo(duration: float, path: Path | None, no_ui: bool, host: str, port: int,
             return
         output.err.print(stats_line(stats))
         print_summary(recording)
+        if phoenix:
+            print_framework(recording)
     output.out.print("")
     print_findings(found, target)
-    output.out.print(f"\nrecording: {target}\n  try: elixirscope spans {target} --slowest 10"
-                     f"\n       elixirscope history {target} Bank.Transfer"
-                     f"\n       elixirscope stats {target}")
+    if phoenix:
+        output.out.print(f"\nrecording: {target}\n  try: elixirscope requests {target} "
+                         f"--slowest 5\n       elixirscope queries {target} --repeated"
+                         f"\n       elixirscope liveviews {target}")
+    else:
+        output.out.print(f"\nrecording: {target}\n  try: elixirscope spans {target} "
+                         f"--slowest 10\n       elixirscope history {target} Bank.Transfer"
+                         f"\n       elixirscope stats {target}")
     if options is not None:
         server = start_server(View.finished(target), options)
         announce(server, "\nwatch it in the UI")

@@ -100,6 +100,14 @@ def limit_options(command: Any) -> Any:
                                       "node; a start that takes longer is undone.")
 @click.option("--partial-ok", is_flag=True,
               help="Exit 0 even when a limit stopped the tracing before the end.")
+@click.option("--phoenix", "phoenix", is_flag=True,
+              help="Trace the framework layer through :telemetry, nothing added to the app: "
+                   "HTTP requests, LiveView callbacks with their assigns as state, channel "
+                   "joins and handle_in, Ecto queries (see requests, queries, liveviews).")
+@click.option("--redact", "redact", metavar="KEYS",
+              help="With --phoenix: comma-separated key fragments whose values are "
+                   "redacted in the node (default: password, secret, token, csrf, api_key, "
+                   "authorization, cookie, ...).")
 @click.option("--state", "with_state", is_flag=True,
               help="Also record every state change of the traced GenServers, gen_statems "
                    "and Agents (for elixirscope state/history).")
@@ -127,7 +135,8 @@ def limit_options(command: Any) -> Any:
 def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, ...],
            level: str, functions: tuple[str, ...], global_only: bool,
            processes: tuple[str, ...], includes: str, children: bool, force: bool,
-           setup_timeout: float, partial_ok: bool, with_state: bool, duration: float | None,
+           setup_timeout: float, partial_ok: bool, phoenix: bool, redact: str | None,
+           with_state: bool, duration: float | None,
            metrics_hz: float, metrics_top: int, path: Path | None, overflow: str,
            capacity: int, with_ui: bool, host: str, port: int, no_token: bool,
            as_json: bool, **limits: float | None) -> None:
@@ -137,9 +146,9 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
     with --ui the recording is shown live in the browser at the printed URL. Exits 1
     when a limit stopped the tracing early (the recording keeps what it captured),
     unless --partial-ok."""
-    if not (modules or functions or processes):
+    if not (modules or functions or processes or phoenix):
         raise click.UsageError("name something to trace: --trace MODULE, "
-                               "--trace-function M.F/A or --trace-process PID")
+                               "--trace-function M.F/A, --trace-process PID or --phoenix")
     if capacity < 1 or capacity & (capacity - 1):
         raise click.BadParameter(f"{capacity} is not a power of two", param_hint="--capacity")
     include = [item.strip() for item in includes.split(",") if item.strip()]
@@ -165,6 +174,9 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         for process in processes:
             scope.trace_process(process, include_children=children, include=include,
                                 force=force)
+        if phoenix:
+            scope.trace_framework(force=force, redact=None if redact is None else
+                                  [key.strip() for key in redact.split(",") if key.strip()])
         if metrics_hz > 0:
             scope.sample_metrics(metrics_top, metrics_hz)
         output.err.print(f"tracing {scope.node.name} into {target} since "

@@ -24,6 +24,7 @@ OTHER_IS_CALLER = 4
 RETURN_EXPECTED = 8
 STATE_WHOLE = 16  # a state record holding a whole state (not a delta)
 ENDED_BY_TIME = 32  # a return whose value was not shipped: only when the call ended
+FRAMEWORK = 64  # a call standing for a framework span read from :telemetry
 
 Mfa = tuple[Atom, Atom, int]
 

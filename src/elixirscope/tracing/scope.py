@@ -234,6 +234,23 @@ class AsyncScope:
         }
         return await self._start(spec)
 
+    async def trace_framework(self, *, redact: Sequence[str] | None = None,
+                              repos: Sequence[Sequence[str]] | None = None,
+                              force: bool = False) -> int:
+        """Traces the framework layer through ``:telemetry``: HTTP requests and their
+        router dispatch (Phoenix), LiveView and LiveComponent callbacks with the
+        assigns as state, socket connects, channel joins and ``handle_in``, and Ecto
+        queries (of every running repo, or the telemetry prefixes in ``repos``), plus
+        the ``handle_info/2`` of LiveViews and channels. Values under keys containing
+        one of ``redact`` (by default password, secret, token, csrf, api_key,
+        authorization, cookie ...) are replaced in the node, before they leave it."""
+        spec: dict[str, Any] = {"kind": Atom("framework"), "force": force}
+        if redact is not None:
+            spec["redact"] = [item.encode() for item in redact]
+        if repos is not None:
+            spec["repos"] = [[Atom(part) for part in prefix] for prefix in repos]
+        return await self._start(spec)
+
     async def trace_process(self, target: Pid | str, *,
                             include: Sequence[str] = DEFAULT_INCLUDES,
                             include_children: bool = False, duration: float | None = None,
@@ -513,6 +530,9 @@ class Scope:
     def trace_process(self, target: Pid | str, **options: Any) -> int:
         return self.node.run(self.ascope.trace_process(target, **options))
 
+    def trace_framework(self, **options: Any) -> int:
+        return self.node.run(self.ascope.trace_framework(**options))
+
     def stop_trace(self, ref: int) -> TraceInfo:
         return self.node.run(self.ascope.stop_trace(ref))
 
@@ -636,6 +656,8 @@ def _trace_info(item: dict[Any, Any]) -> TraceInfo:
         target = module_display(fields["module"])
     elif kind == "function":
         target = mfa_display(fields["module"], fields["function"], fields["arity"])
+    elif kind == "framework":
+        target = "the framework layer (telemetry)"
     else:
         target = inspect(fields.get("pid"))
         if isinstance(fields.get("name"), Atom) and fields["name"] != Atom("undefined"):
@@ -656,6 +678,9 @@ def _trace_info(item: dict[Any, Any]) -> TraceInfo:
 def _trace_error(reply: Any, node: str) -> ElixirScopeError:
     if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == ERROR:
         reason = reply[1]
+        if reason == Atom("no_telemetry"):
+            return TraceError(f":telemetry is not loaded on {node}: there is no framework "
+                              "layer (Phoenix, Ecto) to trace there")
         if isinstance(reason, tuple) and reason:
             tag = str(reason[0])
             if tag == "unknown_module":
@@ -669,6 +694,9 @@ def _trace_error(reply: Any, node: str) -> ElixirScopeError:
                 return NoStateCallbacks(f"{module_display(reason[1])} is not a GenServer or "
                                   "gen_statem callback module; trace its processes with "
                                   "include=(\"state\",)")
+            if tag == "telemetry_attach":
+                return TraceError(f"the telemetry handlers could not be attached on {node}: "
+                                  f"{inspect(reason[1])}")
             if tag == "no_process":
                 return TraceError(f"no process {inspect(reason[1])} on {node}")
             if tag == "traced_by_others":

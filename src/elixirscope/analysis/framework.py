@@ -1,0 +1,358 @@
+"""The framework layer of a recording: HTTP requests, Ecto queries and LiveViews.
+
+A framework trace (``Scope.trace_framework``, ``record --phoenix``) records each
+request, router dispatch, LiveView callback, channel callback and Ecto query as a span
+whose call event carries the FRAMEWORK flag; this module reads them back as the views
+a Phoenix developer thinks in:
+
+* ``requests``: one per HTTP request (the endpoint's ``call/2`` span), with its route,
+  controller action, status, params and the queries made inside it;
+* ``queries``: one per Ecto query, with the request it ran in;
+* ``repeated_queries``: the same query shape run many times inside one request (N+1);
+* ``liveviews``: per LiveView process, its callbacks with counts and times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from elixirscope.elixir_format import inspect
+from elixirscope.errors import ETFDecodeError
+from elixirscope.etf import Atom
+from elixirscope.recording.results import Span, payload_value
+from elixirscope.recording.sql import Where
+from elixirscope.term_json import to_json
+from elixirscope.tracing.events import FRAMEWORK
+
+if TYPE_CHECKING:
+    from elixirscope.recording.query import RecordingQueries
+
+__all__ = ["LiveViewCallbacks", "LiveViewSummary", "Query", "QueryShape", "Request",
+           "framework_spans", "liveviews", "queries", "repeated_queries", "requests"]
+
+_FRAMEWORK_CALLS = ("span_id IN (SELECT seq FROM events WHERE kind = 1 AND "
+                    f"flags & {FRAMEWORK} != 0)")
+_LIVE_CALLBACKS = ("mount", "handle_params", "handle_event", "handle_info", "render", "update")
+
+
+@dataclass(frozen=True)
+class Query:
+    span_id: int
+    pid: str
+    start: float
+    duration_ms: float | None
+    repo: str
+    sql: str
+    params: Any
+    source: str | None
+    rows: int | None
+    queue_ms: float | None
+    query_ms: float | None
+    decode_ms: float | None
+    outcome: str
+    request_span_id: int | None = None
+    request: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "params": to_json(self.params)}
+
+
+@dataclass(frozen=True)
+class Request:
+    span_id: int
+    pid: str
+    start: float
+    duration_ms: float | None
+    method: str
+    path: str
+    route: str | None
+    status: int | None
+    action: str | None
+    params: Any
+    outcome: str
+    exception: str | None
+    queries: list[Query] = field(default_factory=list)
+
+    @property
+    def query_ms(self) -> float:
+        return sum(q.duration_ms or 0.0 for q in self.queries)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.route or self.path}"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {key: value for key, value in asdict(self).items() if key != "queries"}
+        return {**data, "params": to_json(self.params), "query_count": len(self.queries),
+                "query_ms": round(self.query_ms, 3),
+                "queries": [query.as_dict() for query in self.queries]}
+
+
+@dataclass(frozen=True)
+class QueryShape:
+    """One SQL text run several times inside single requests (an N+1)."""
+
+    sql: str
+    source: str | None
+    runs: int
+    requests: int
+    most_in_one_request: int
+    total_ms: float
+    example_request: str | None
+    example_request_span_id: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LiveViewCallbacks:
+    callback: str
+    name: str | None  # the event of handle_event, the message tag of handle_info
+    count: int
+    total_ms: float
+    max_ms: float
+    failures: int
+
+
+@dataclass(frozen=True)
+class LiveViewSummary:
+    pid: str
+    view: str
+    connected: bool
+    first: float
+    last: float
+    state_changes: int
+    callbacks: list[LiveViewCallbacks]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def framework_spans(rec: RecordingQueries, function: str | None = None,
+                    arity: int | None = None) -> list[Span]:
+    """The framework layer's spans, in time order (of one function name if given)."""
+    where = Where()
+    where.add(_FRAMEWORK_CALLS)
+    if function is not None:
+        where.add("s.mfa_id IN (SELECT mfa_id FROM functions WHERE function = ?"
+                  + (" AND arity = ?)" if arity is not None else ")"),
+                  *([function] if arity is None else [function, arity]))
+    return rec.spans_where(where, "s.start_ts, s.span_id", None)
+
+
+def _value(payload: bytes | None) -> Any:
+    if not payload:
+        return None
+    try:
+        return payload_value(payload)
+    except ETFDecodeError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None or value == Atom("nil"):
+        return None
+    return str(value)
+
+
+def _field(value: Any, key: str) -> Any:
+    return value.get(Atom(key)) if isinstance(value, dict) else None
+
+
+def _first_arg(span: Span) -> Any:
+    args = _value(span.args_payload)
+    return args[0] if isinstance(args, list) and args else None
+
+
+def _ms(span: Span) -> float | None:
+    return None if span.duration is None else span.duration * 1000
+
+
+def _query(span: Span) -> Query:
+    args = _value(span.args_payload)
+    result = _value(span.result_payload)
+    sql, params = [*args, None, None][:2] if isinstance(args, list) else (None, None)
+
+    def us(key: str) -> float | None:
+        value = _field(result, key)
+        return value / 1000 if isinstance(value, int) else None
+
+    rows = _field(result, "rows")
+    outcome = _field(result, "outcome")
+    return Query(span_id=span.span_id, pid=span.pid, start=span.start, duration_ms=_ms(span),
+                 repo=span.module, sql=_text(sql) or "", params=params,
+                 source=_text(_field(result, "source")),
+                 rows=rows if isinstance(rows, int) else None, queue_ms=us("queue_us"),
+                 query_ms=us("query_us"), decode_ms=us("decode_us"),
+                 outcome=(str(outcome[0]) if isinstance(outcome, tuple) else
+                          str(outcome) if outcome is not None else span.outcome))
+
+
+def _exception(span: Span) -> str | None:
+    if span.outcome != "exception":
+        return None
+    value = _value(span.result_payload)
+    if isinstance(value, tuple) and len(value) >= 2:
+        reason = value[1]
+        # Plug wraps what a controller raised with the conn; the inner reason tells.
+        inner = reason.get(Atom("reason")) if isinstance(reason, dict) else None
+        return f"{value[0]}: {inspect(inner if inner is not None else reason)}"
+    return span.result
+
+
+def requests(rec: RecordingQueries, *, route: str | None = None, status: int | None = None,
+             slowest: int | None = None) -> list[Request]:
+    """The HTTP requests, in time order (the ``slowest`` N, slowest first, if given);
+    ``route`` matches the route pattern or the path (``*`` as a wildcard), ``status``
+    the response status (``5`` for every 5xx)."""
+    spans = framework_spans(rec)
+    children: dict[int, list[Span]] = defaultdict(list)
+    for span in spans:
+        if span.parent_span_id is not None:
+            children[span.parent_span_id].append(span)
+    by_pid: dict[str, list[Query]] = defaultdict(list)
+    for span in spans:
+        if span.function == "query" and span.arity == 2:
+            by_pid[span.pid].append(_query(span))
+    found = []
+    for span in spans:
+        info = _first_arg(span)
+        if not (span.function == "call" and span.arity == 2 and isinstance(info, dict)
+                and Atom("method") in info):
+            continue
+        dispatch = next((child for child in children.get(span.span_id, [])
+                         if child.function != "query"), None)
+        fields = _first_arg(dispatch) if dispatch is not None else None
+        result = _value(span.result_payload)
+        code = _field(result, "status")
+        if code is None and dispatch is not None:
+            code = _field(_value(dispatch.result_payload), "status")
+        end = span.end if span.end is not None else float("inf")
+        inside = [query for query in by_pid.get(span.pid, [])
+                  if span.start <= query.start <= end]
+        request = Request(
+            span_id=span.span_id, pid=span.pid, start=span.start, duration_ms=_ms(span),
+            method=_text(_field(info, "method")) or "?", path=_text(_field(info, "path")) or "?",
+            route=_text(_field(fields, "route")),
+            status=code if isinstance(code, int) else None,
+            action=(f"{dispatch.module}.{dispatch.function}" if dispatch is not None else None),
+            params=_field(fields, "params"),
+            outcome=span.outcome,
+            exception=_exception(dispatch) if dispatch is not None else _exception(span),
+            queries=[])
+        label = request.label
+        request.queries.extend(Query(**{**asdict(q), "request_span_id": span.span_id,
+                                        "request": label}) for q in inside)
+        found.append(request)
+    if route is not None:
+        pattern = re.compile("^" + ".*".join(map(re.escape, route.split("*"))) + "$")
+        found = [r for r in found if pattern.match(r.route or "") or pattern.match(r.path)]
+    if status is not None:
+        found = [r for r in found if r.status is not None and
+                 (r.status == status or (status < 10 and r.status // 100 == status))]
+    if slowest is not None:
+        found = sorted(found, key=lambda r: -(r.duration_ms or float("inf")))[:slowest]
+    return found
+
+
+def queries(rec: RecordingQueries, *, slowest: int | None = None) -> list[Query]:
+    """Every Ecto query, in time order, with the request it ran in (the ``slowest`` N,
+    slowest first, if given)."""
+    inside = {query.span_id: query for request in requests(rec) for query in request.queries}
+    found = [inside.get(span.span_id) or _query(span)
+             for span in framework_spans(rec, "query", 2)]
+    if slowest is not None:
+        found = sorted(found, key=lambda q: -(q.duration_ms or 0.0))[:slowest]
+    return found
+
+
+def repeated_queries(rec: RecordingQueries, *, min_runs: int = 3) -> list[QueryShape]:
+    """Query texts run at least ``min_runs`` times inside one request: the N+1 pattern
+    (one query per row of an earlier one), the worst first."""
+    runs: dict[str, list[tuple[Request, Query]]] = defaultdict(list)
+    for request in requests(rec):
+        for query in request.queries:
+            runs[query.sql].append((request, query))
+    shapes = []
+    for sql_text, pairs in runs.items():
+        per_request: dict[int, int] = defaultdict(int)
+        for request, _ in pairs:
+            per_request[request.span_id] += 1
+        most = max(per_request.values())
+        if most < min_runs:
+            continue
+        worst = max(per_request, key=lambda span_id: per_request[span_id])
+        example = next(request for request, _ in pairs if request.span_id == worst)
+        shapes.append(QueryShape(
+            sql=sql_text, source=pairs[0][1].source, runs=len(pairs),
+            requests=len(per_request), most_in_one_request=most,
+            total_ms=sum(query.duration_ms or 0.0 for _, query in pairs),
+            example_request=example.label, example_request_span_id=example.span_id))
+    return sorted(shapes, key=lambda shape: (-shape.most_in_one_request, -shape.total_ms))
+
+
+def _handled_name(span: Span) -> str | None:
+    args = _value(span.args_payload)
+    if not isinstance(args, list) or not args:
+        return None
+    first = args[0]
+    if span.function == "handle_event":
+        return _text(first)
+    if span.function == "handle_info":
+        tag = first[0] if isinstance(first, tuple) and first else first
+        return str(tag) if isinstance(tag, Atom) else None
+    return None
+
+
+def liveviews(rec: RecordingQueries) -> list[LiveViewSummary]:
+    """Each LiveView process: its view, whether it was connected (a websocket) or a
+    first render over HTTP, its callbacks (counts and times per event) and how often
+    its assigns changed."""
+    where = Where()
+    where.add(f"({_FRAMEWORK_CALLS} OR s.mfa_id IN (SELECT mfa_id FROM functions "
+              "WHERE function = 'handle_info' AND arity = 2))")
+    spans = rec.spans_where(where, "s.start_ts, s.span_id", None)
+    views: dict[str, dict[str, Any]] = {}
+    for span in spans:
+        if span.function == "mount" and span.arity == 3:
+            views.setdefault(span.pid, {"view": span.module, "spans": [], "http": False})
+    for span in spans:
+        entry = views.get(span.pid)
+        if entry is None or span.function not in _LIVE_CALLBACKS:
+            continue
+        if span.function == "call":
+            continue
+        entry["spans"].append(span)
+        if span.depth > 1 and span.function == "mount":
+            entry["http"] = True
+    summaries = []
+    for pid, entry in views.items():
+        groups: dict[tuple[str, str | None], list[Span]] = defaultdict(list)
+        for span in entry["spans"]:
+            callback = (span.function if span.module == entry["view"]
+                        else f"{span.module}.{span.function}")
+            groups[(callback, _handled_name(span))].append(span)
+        callbacks = [LiveViewCallbacks(
+            callback=callback, name=name, count=len(group),
+            total_ms=sum(_ms(s) or 0.0 for s in group),
+            max_ms=max((_ms(s) or 0.0) for s in group),
+            failures=sum(1 for s in group if s.outcome == "exception"))
+            for (callback, name), group in groups.items()]
+        changes = rec.scalar(
+            "SELECT count(*) FROM events WHERE kind = 17 AND pid_id = "
+            f"(SELECT pid_id FROM pids WHERE pid = '{pid}' LIMIT 1)") or 0
+        spans_of = entry["spans"]
+        summaries.append(LiveViewSummary(
+            pid=pid, view=entry["view"], connected=not entry["http"],
+            first=min(s.start for s in spans_of), last=max(s.start for s in spans_of),
+            state_changes=int(changes),
+            callbacks=sorted(callbacks, key=lambda c: (_LIVE_CALLBACKS.index(c.callback)
+                                                       if c.callback in _LIVE_CALLBACKS
+                                                       else 99, -c.total_ms))))
+    return summaries
