@@ -12,6 +12,7 @@ app, the sample shop included::
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -99,8 +100,10 @@ class _Socket:
         self.timeout = timeout
         self._refs = itertools.count(1)
         self.pushed: list[list[Any]] = []
-        self._ws: ClientConnection = connect(url, additional_headers=dict(headers),
-                                             open_timeout=timeout, close_timeout=2)
+        self._stack = contextlib.ExitStack()
+        self._ws: ClientConnection = self._stack.enter_context(
+            connect(url, additional_headers=dict(headers), open_timeout=timeout,
+                    close_timeout=2))
 
     def push(self, join_ref: str | None, topic: str, event: str,
              payload: Mapping[str, Any]) -> str:
@@ -130,7 +133,7 @@ class _Socket:
         return response
 
     def close(self) -> None:
-        self._ws.close()
+        self._stack.close()
 
 
 def _ws_url(http_url: str, path: str, params: Mapping[str, str]) -> str:

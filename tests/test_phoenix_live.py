@@ -1,0 +1,212 @@
+"""The framework layer on the real Phoenix sample shop and a real PostgreSQL, driven
+through HTTP, the LiveView protocol and the Channel protocol."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.tracing_support import erl
+
+import elixirscope
+from elixirscope.etf import Atom
+from elixirscope.phoenix_clients import ChannelSession, HttpClient, LiveViewSession
+from elixirscope.phoenix_sample import PhoenixUnavailable, ShopNode, build_shop, start_shop
+from elixirscope.phoenix_workload import WorkloadCounts, api_round
+from elixirscope.postgres_cluster import PostgresUnavailable, postgres_cluster
+from elixirscope.recordings import open_recording
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[ShopNode]:
+    try:
+        build_shop()
+        with postgres_cluster() as db, start_shop(db, faults=True) as node:
+            yield node
+    except (PhoenixUnavailable, PostgresUnavailable) as exc:
+        pytest.skip(str(exc).splitlines()[0])
+
+
+@pytest.fixture
+def node(shop: ShopNode) -> Iterator[elixirscope.Node]:
+    with elixirscope.connect(shop.node.name, shop.node.cookie) as conn:
+        yield conn
+
+
+def our_handlers(node: elixirscope.Node) -> list[object]:
+    """Our handler ids attached now (one handler is listed once per event)."""
+    handlers = erl(node, "telemetry:list_handlers([])")
+    return sorted({h[Atom("id")] for h in handlers
+                   if isinstance(h[Atom("id")], tuple) and h[Atom("id")][0] == Atom("elixirscope")},
+                  key=repr)
+
+
+def record(shop: ShopNode, path: Path, drive: object) -> None:
+    with elixirscope.attach(shop.node.name, shop.node.cookie) as scope:
+        scope.trace_framework()
+        recorder = scope.record(path)
+        drive()  # type: ignore[operator]
+        time.sleep(0.5)
+        recorder.stop()
+
+
+def test_requests_their_queries_failures_and_redacted_secrets(shop: ShopNode,
+                                                              tmp_path: Path) -> None:
+    path = tmp_path / "api.duckdb"
+
+    def drive() -> None:
+        with HttpClient(shop.url) as http:
+            api_round(http, WorkloadCounts(), 2)
+            status, _ = http.request("GET", "/api/products/3",
+                                     headers={"authorization": "Bearer topsecret-bearer"})
+            assert status == 200
+
+    record(shop, path, drive)
+    with open_recording(path) as rec:
+        requests = rec.requests()
+        routes = [(r.method, r.route, r.status) for r in requests]
+        assert ("GET", "/api/products", 200) in routes
+        assert ("GET", "/api/products/:id", 200) in routes
+        assert ("POST", "/api/orders", 500) in routes
+        failed = rec.requests(status=5)
+        assert [r.route for r in failed] == ["/api/orders"]
+        assert failed[0].exception is not None and "badarith" in failed[0].exception
+        assert failed[0].action == "ShopWeb.OrderController.create"
+        index = next(r for r in requests if r.route == "/api/products")
+        assert len(index.queries) == 13  # the products, then one per product (N+1 on)
+        assert {q.source for q in index.queries} == {"products", "reviews"}
+        assert all(q.rows is not None and q.query_ms is not None for q in index.queries)
+        shapes = rec.repeated_queries()
+        assert shapes and shapes[0].most_in_one_request == 12
+        assert 'FROM "reviews"' in shapes[0].sql
+        slow = rec.requests(route="/api/search")[0]
+        assert slow.duration_ms is not None and slow.duration_ms >= 200
+        assert rec.queries(slowest=1)[0].sql.startswith("SELECT p0")
+        login = rec.requests(route="/api/login")[0]
+        assert login.params[b"password"] == b"[REDACTED]"
+        assert login.params[b"email"] == b"ann@example.com"
+        payloads = b"".join(bytes(row[0]) for row in
+                            rec.con.execute("SELECT payload FROM events").fetchall())
+    assert b"hunter2" not in payloads and b"topsecret-bearer" not in payloads
+
+
+def test_liveview_assigns_are_its_state(shop: ShopNode, tmp_path: Path) -> None:
+    path = tmp_path / "live.duckdb"
+
+    def drive() -> None:
+        with LiveViewSession(shop.url, "/cart") as live:
+            live.event("add", {"id": "3"})
+            live.event("add", {"id": "3"})
+            live.event("toggle", {}, cid=1)
+            live.event("checkout", {})
+            erl_node = elixirscope.connect(shop.node.name, shop.node.cookie)
+            with erl_node:
+                erl(erl_node, "'Elixir.Shop.PriceUpdater':bump(2, 555)")
+            time.sleep(0.3)
+
+    record(shop, path, drive)
+    with open_recording(path) as rec:
+        views = [v for v in rec.liveviews() if v.connected]
+        assert len(views) == 1
+        view = views[0]
+        assert view.view == "ShopWeb.CartLive"
+        callbacks = {(c.callback, c.name): c for c in view.callbacks}
+        assert callbacks[("handle_event", "add")].count == 2
+        assert callbacks[("handle_event", "checkout")].max_ms >= 250  # the slow checkout
+        assert callbacks[("handle_info", "price_changed")].count == 1
+        history = rec.state_history(view.pid)
+        by_callback = [t.callback for t in history]
+        assert "mount" in by_callback and "handle_event" in by_callback
+        assert "handle_info" in by_callback
+        adds = [t for t in history if t.callback == "handle_event"]
+        after_two_adds = rec.state_at(view.pid, adds[1].time)
+        assert after_two_adds[Atom("items")] == {3: 2}
+        # The component's assigns change when it updates, in the render that follows.
+        update = next(t for t in history if t.callback == "update" and t.index > adds[1].index)
+        component = (Atom("Elixir.ShopWeb.CartSummary"), b"summary")
+        assert after_two_adds[Atom("@components")][component][Atom("count")] == 1
+        assert rec.state_at(view.pid, update.time)[Atom("@components")][component][
+            Atom("count")] == 2
+        toggled = next(t for t in history if t.mfa == "ShopWeb.CartSummary.handle_event/3")
+        assert rec.state_at(view.pid, toggled.time)[Atom("@components")][
+            component][Atom("expanded")] is True
+        last = rec.state_at(view.pid, history[-1].time)
+        assert last[Atom("products")][2][Atom("price")] == 555
+        assert last[Atom("items")] == {}
+
+
+def test_channels_join_and_handle_in(shop: ShopNode, tmp_path: Path) -> None:
+    path = tmp_path / "channel.duckdb"
+
+    def drive() -> None:
+        with ChannelSession(shop.url, "room:lobby", params={"user": "ann", "token": "s3cr3t"}) \
+                as channel:
+            assert channel.push("ping", {"n": 1}) == {"n": 1, "pong": True}
+            channel.cast("shout", {"body": "hi"})
+            time.sleep(0.2)
+
+    record(shop, path, drive)
+    with open_recording(path) as rec:
+        spans = {(s.module, s.function): s for s in rec.spans()}
+        join = spans[("ShopWeb.RoomChannel", "join")]
+        assert '"room:lobby"' in join.call
+        handled = [s for s in rec.spans(module="ShopWeb.RoomChannel", function="handle_in")]
+        assert sorted(s.call.split("(")[1].split(",")[0] for s in handled) == \
+            ['"ping"', '"shout"']
+        connect = spans[("ShopWeb.UserSocket", "connect")]
+        assert '"[REDACTED]"' in connect.call and "s3cr3t" not in connect.call
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    import elixirscope
+    scope = elixirscope.attach(sys.argv[1], sys.argv[2])
+    scope.trace_framework()
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_no_handler_or_pattern_is_left_behind(shop: ShopNode, node: elixirscope.Node) -> None:
+    with elixirscope.attach(node) as scope:
+        ref = scope.trace_framework()
+        assert len(our_handlers(node)) == 1
+        scope.stop_trace(ref)
+        assert our_handlers(node) == []
+        scope.trace_framework()
+        assert len(our_handlers(node)) == 1
+    assert our_handlers(node) == []
+    child = subprocess.Popen([sys.executable, "-c", CHILD, shop.node.name, shop.node.cookie],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ})
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    assert len(our_handlers(node)) == 1
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 10
+    while our_handlers(node) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert our_handlers(node) == []
+    info = erl(node, "erlang:trace_info({'Elixir.ShopWeb.CartLive', handle_info, 2}, traced)")
+    assert info == (Atom("traced"), False)
+    # The app still serves after all of it.
+    with HttpClient(shop.url) as http:
+        assert http.get("/api/products/1")[0] == 200
+
+
+def test_a_node_without_telemetry_says_so() -> None:
+    from elixirscope.sample_nodes import start_bare
+    with start_bare("erl", name_prefix="no_tel") as beam, \
+            elixirscope.attach(beam.name, beam.cookie) as scope, \
+            pytest.raises(elixirscope.TraceError, match="telemetry is not loaded"):
+        scope.trace_framework()
