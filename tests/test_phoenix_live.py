@@ -96,6 +96,19 @@ def test_requests_their_queries_failures_and_redacted_secrets(shop: ShopNode,
         assert login.params[b"email"] == b"ann@example.com"
         payloads = b"".join(bytes(row[0]) for row in
                             rec.con.execute("SELECT payload FROM events").fetchall())
+        findings = {finding.kind: finding for finding in rec.findings()}
+    # Each fault is named by a finding, with where it is.
+    failed = findings["failed_request"]
+    assert failed.severity == "error"
+    assert "POST /api/orders (ShopWeb.OrderController.create) answered 500" in failed.title
+    assert ":badarith raised in Shop.Catalog.place_order/2 (lib/shop/catalog.ex:" in failed.title
+    assert '"quantity" => 0' in failed.details[0]
+    n_plus_one = findings["n_plus_one_queries"]
+    assert n_plus_one.title.startswith("N+1 queries: GET /api/products "
+                                       "(ShopWeb.ProductController.index) ran the same query "
+                                       "on reviews 12 times in one request")
+    slow = findings["slow_query"]
+    assert "pg_sleep" in slow.title and "in GET /api/search" in slow.title
     assert b"hunter2" not in payloads and b"topsecret-bearer" not in payloads
 
 
@@ -123,6 +136,9 @@ def test_liveview_assigns_are_its_state(shop: ShopNode, tmp_path: Path) -> None:
         assert callbacks[("handle_event", "add")].count == 2
         assert callbacks[("handle_event", "checkout")].max_ms >= 250  # the slow checkout
         assert callbacks[("handle_info", "price_changed")].count == 1
+        slow = {finding.kind: finding for finding in rec.findings()}["slow_query"]
+        assert 'SELECT pg_sleep(0.3)' in slow.title
+        assert 'in ShopWeb.CartLive.handle_event "checkout"' in slow.title
         history = rec.state_history(view.pid)
         by_callback = [t.callback for t in history]
         assert "mount" in by_callback and "handle_event" in by_callback

@@ -2845,9 +2845,15 @@ assigns(Socket, C) ->
 component_key(Component, Socket) ->
     {Component, maps:get(id, maps:get(assigns, Socket, #{}), nil)}.
 
+%% {Kind, Reason, Stack}; what a plug raised is unwrapped from the Plug.Conn.WrapperError
+%% that carries it with the whole conn.
 failure(Meta) ->
-    {maps:get(kind, Meta, error), maps:get(reason, Meta, undefined),
-     lists:sublist(maps:get(stacktrace, Meta, []), 20)}.
+    case maps:get(reason, Meta, undefined) of
+        #{'__struct__' := 'Elixir.Plug.Conn.WrapperError', kind := K, reason := R, stack := S} ->
+            {K, R, lists:sublist(S, 20)};
+        Reason ->
+            {maps:get(kind, Meta, error), Reason, lists:sublist(maps:get(stacktrace, Meta, []), 20)}
+    end.
 
 query_result({ok, Result}) when is_map(Result) -> {ok, maps:get(num_rows, Result, nil)};
 query_result({error, Reason}) -> {error, short(Reason)};

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
 
 __all__ = ["LiveViewCallbacks", "LiveViewSummary", "Query", "QueryShape", "Request",
-           "framework_spans", "liveviews", "queries", "repeated_queries", "requests"]
+           "framework_spans", "handled_text", "has_framework_spans", "liveviews", "queries",
+           "repeated_queries", "requests", "sql_summary"]
 
 _FRAMEWORK_CALLS = ("span_id IN (SELECT seq FROM events WHERE kind = 1 AND "
                     f"flags & {FRAMEWORK} != 0)")
@@ -75,6 +76,7 @@ class Request:
     outcome: str
     exception: str | None
     queries: list[Query] = field(default_factory=list)
+    raised_in: str | None = None  # the innermost application frame of the exception
 
     @property
     def query_ms(self) -> float:
@@ -103,6 +105,12 @@ class QueryShape:
     total_ms: float
     example_request: str | None
     example_request_span_id: int | None
+    example_action: str | None = None
+    example_request_ms: float | None = None  # the worst request's whole duration
+    example_query_ms: float = 0.0  # this text's time inside the worst request
+    example_query_spans: tuple[int, ...] = ()
+    example_start: float | None = None
+    example_pid: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +138,12 @@ class LiveViewSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def has_framework_spans(rec: RecordingQueries) -> bool:
+    """Whether the recording holds any span of the framework layer."""
+    return bool(rec.scalar(f"SELECT count(*) > 0 FROM (SELECT 1 FROM events WHERE kind = 1 "
+                           f"AND flags & {FRAMEWORK} != 0 LIMIT 1)"))
 
 
 def framework_spans(rec: RecordingQueries, function: str | None = None,
@@ -194,16 +208,40 @@ def _query(span: Span) -> Query:
                           str(outcome) if outcome is not None else span.outcome))
 
 
-def _exception(span: Span) -> str | None:
-    if span.outcome != "exception":
-        return None
+_RUNTIME_MODULES = (":erlang", ":elixir", ":lists", ":maps", "Kernel", "Enum", "Map")
+
+
+def _failure(span: Span | None) -> tuple[str | None, str | None]:
+    """What an exception span raised (``error: :badarith``) and where: the innermost
+    frame of its stack outside the runtime (``Shop.Catalog.place_order/2
+    (lib/shop/catalog.ex:93)``)."""
+    if span is None or span.outcome != "exception":
+        return None, None
     value = _value(span.result_payload)
-    if isinstance(value, tuple) and len(value) >= 2:
-        reason = value[1]
-        # Plug wraps what a controller raised with the conn; the inner reason tells.
-        inner = reason.get(Atom("reason")) if isinstance(reason, dict) else None
-        return f"{value[0]}: {inspect(inner if inner is not None else reason)}"
-    return span.result
+    if not (isinstance(value, tuple) and len(value) >= 2):
+        return span.result, None
+    kind, reason = value[0], value[1]
+    if isinstance(reason, dict) and Atom("reason") in reason:  # an unwrapped WrapperError
+        reason = reason[Atom("reason")]
+    text = f"{kind}: {inspect(reason)}"
+    stack = value[2] if len(value) > 2 and isinstance(value[2], list) else []
+    for frame in stack:
+        if not (isinstance(frame, tuple) and len(frame) == 4):
+            continue
+        module, function, arity, location = frame
+        name = inspect(module)
+        if name in _RUNTIME_MODULES:
+            continue
+        arity = len(arity) if isinstance(arity, list) else arity
+        where = f"{name}.{function}/{arity}"
+        if isinstance(location, list):
+            info = {str(k): v for k, v in location if isinstance(k, Atom)}
+            file, line = info.get("file"), info.get("line")
+            if file is not None and line is not None:
+                file = bytes(file).decode() if isinstance(file, list | bytes) else str(file)
+                where += f" ({file}:{line})"
+        return text, where
+    return text, None
 
 
 def requests(rec: RecordingQueries, *, route: str | None = None, status: int | None = None,
@@ -211,6 +249,8 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
     """The HTTP requests, in time order (the ``slowest`` N, slowest first, if given);
     ``route`` matches the route pattern or the path (``*`` as a wildcard), ``status``
     the response status (``5`` for every 5xx)."""
+    if not has_framework_spans(rec):
+        return []
     spans = framework_spans(rec)
     children: dict[int, list[Span]] = defaultdict(list)
     for span in spans:
@@ -234,6 +274,8 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
         if code is None and dispatch is not None:
             code = _field(_value(dispatch.result_payload), "status")
         end = span.end if span.end is not None else float("inf")
+        failure = _failure(dispatch) if dispatch is not None and \
+            dispatch.outcome == "exception" else _failure(span)
         inside = [query for query in by_pid.get(span.pid, [])
                   if span.start <= query.start <= end]
         request = Request(
@@ -244,7 +286,7 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
             action=(f"{dispatch.module}.{dispatch.function}" if dispatch is not None else None),
             params=_field(fields, "params"),
             outcome=span.outcome,
-            exception=_exception(dispatch) if dispatch is not None else _exception(span),
+            exception=failure[0], raised_in=failure[1],
             queries=[])
         label = request.label
         request.queries.extend(Query(**{**asdict(q), "request_span_id": span.span_id,
@@ -261,12 +303,38 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
     return found
 
 
+def _context(span: Span, around: list[Span]) -> str | None:
+    """What a query ran for: the outermost framework span of its process around it (a
+    LiveView callback with its event, a channel's handle_in ...)."""
+    enclosing = [other for other in around if other.span_id != span.span_id
+                 and other.function != "query" and other.start <= span.start
+                 and (other.end is None or other.end >= span.start)]
+    if not enclosing:
+        return None
+    top = min(enclosing, key=lambda other: (other.depth, other.start))
+    name = handled_text(top.function, _handled_name(top))
+    return f"{top.module}.{top.function}" + (f" {name}" if name else "")
+
+
 def queries(rec: RecordingQueries, *, slowest: int | None = None) -> list[Query]:
-    """Every Ecto query, in time order, with the request it ran in (the ``slowest`` N,
-    slowest first, if given)."""
+    """Every Ecto query, in time order, with the request (or the LiveView or channel
+    callback) it ran in (the ``slowest`` N, slowest first, if given)."""
     inside = {query.span_id: query for request in requests(rec) for query in request.queries}
-    found = [inside.get(span.span_id) or _query(span)
-             for span in framework_spans(rec, "query", 2)]
+    spans = framework_spans(rec) if inside or has_framework_spans(rec) else []
+    by_pid: dict[str, list[Span]] = defaultdict(list)
+    for span in spans:
+        by_pid[span.pid].append(span)
+    found = []
+    for span in spans:
+        if span.function != "query" or span.arity != 2:
+            continue
+        query = inside.get(span.span_id)
+        if query is None:
+            query = _query(span)
+            context = _context(span, by_pid[span.pid])
+            if context is not None:
+                query = Query(**{**asdict(query), "request": context})
+        found.append(query)
     if slowest is not None:
         found = sorted(found, key=lambda q: -(q.duration_ms or 0.0))[:slowest]
     return found
@@ -289,11 +357,16 @@ def repeated_queries(rec: RecordingQueries, *, min_runs: int = 3) -> list[QueryS
             continue
         worst = max(per_request, key=lambda span_id: per_request[span_id])
         example = next(request for request, _ in pairs if request.span_id == worst)
+        mine = [query for request, query in pairs if request.span_id == worst]
         shapes.append(QueryShape(
             sql=sql_text, source=pairs[0][1].source, runs=len(pairs),
             requests=len(per_request), most_in_one_request=most,
             total_ms=sum(query.duration_ms or 0.0 for _, query in pairs),
-            example_request=example.label, example_request_span_id=example.span_id))
+            example_request=example.label, example_request_span_id=example.span_id,
+            example_action=example.action, example_request_ms=example.duration_ms,
+            example_query_ms=sum(query.duration_ms or 0.0 for query in mine),
+            example_query_spans=tuple(query.span_id for query in mine),
+            example_start=example.start, example_pid=example.pid))
     return sorted(shapes, key=lambda shape: (-shape.most_in_one_request, -shape.total_ms))
 
 
@@ -308,6 +381,24 @@ def _handled_name(span: Span) -> str | None:
         tag = first[0] if isinstance(first, tuple) and first else first
         return str(tag) if isinstance(tag, Atom) else None
     return None
+
+
+_SELECT_LIST = re.compile(r"^(SELECT )(.{40,}?)( FROM )", re.IGNORECASE | re.DOTALL)
+
+
+def sql_summary(sql: str, width: int = 160) -> str:
+    """A query on one line, a long select list elided (what it reads and filters on
+    is what tells queries apart), cut to ``width``."""
+    text = _SELECT_LIST.sub(r"\1…\3", " ".join(sql.split()), count=1)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def handled_text(callback: str, name: str | None) -> str | None:
+    """What a callback handled as Elixir writes it: an event ``"add"``, a message
+    tag ``:price_changed``."""
+    if name is None:
+        return None
+    return f":{name}" if callback.endswith("handle_info") else f'"{name}"'
 
 
 def liveviews(rec: RecordingQueries) -> list[LiveViewSummary]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from elixirscope.analysis.framework import handled_text, sql_summary
 from elixirscope.cli import output
 from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option
@@ -49,7 +50,8 @@ def requests(recording: Path, route: str | None, status: int | None, slowest: in
                      request.action or "", f"{len(request.queries)} / {request.query_ms:,.1f}",
                      _cut(inspect(request.params), 50) if request.params else ""])
         if request.exception:
-            rows.append(["", "", "", "", f"  raised {_cut(request.exception, 110)}",
+            where = f" in {request.raised_in}" if request.raised_in else ""
+            rows.append(["", "", "", "", f"  raised {_cut(request.exception, 90)}{where}",
                          "", "", ""])
     print_listing(f"{recording}: {len(found)} requests",
                   ["start (s)", "ms", "status", "method", "route", "action",
@@ -75,7 +77,7 @@ def queries(recording: Path, slowest: int | None, repeated: bool, as_json: bool)
                 return
             rows = [[str(shape.most_in_one_request), str(shape.runs), str(shape.requests),
                      f"{shape.total_ms:,.1f}", shape.example_request or "",
-                     _cut(shape.sql, 100)] for shape in shapes]
+                     sql_summary(shape.sql)] for shape in shapes]
             print_listing(f"{recording}: {len(shapes)} query texts repeated inside one "
                           "request (N+1)", ["most in one request", "runs", "requests", "ms",
                                             "e.g. in", "sql"], rows, right=4, cut=1)
@@ -87,11 +89,11 @@ def queries(recording: Path, slowest: int | None, repeated: bool, as_json: bool)
     rows = [[f"{query.start:.3f}", _ms(query.duration_ms),
              _ms(query.queue_ms), _ms(query.query_ms), _ms(query.decode_ms),
              "" if query.rows is None else str(query.rows), query.source or "",
-             query.request or "", _cut(query.sql, 80), _cut(inspect(query.params), 30)]
+             query.request or "", sql_summary(query.sql), _cut(inspect(query.params), 30)]
             for query in found]
     print_listing(f"{recording}: {len(found)} queries",
                   ["start (s)", "ms", "queue", "query", "decode", "rows", "source",
-                   "request", "sql", "params"], rows, right=6, cut=2)
+                   "in", "sql", "params"], rows, right=6, cut=2)
 
 
 @click.command()
@@ -112,8 +114,8 @@ def liveviews(recording: Path, as_json: bool) -> None:
         rows.append([view.pid, view.view, "websocket" if view.connected else "HTTP render",
                      str(view.state_changes), "", "", "", ""])
         for callback in view.callbacks:
-            rows.append(["", "", "", "", callback.callback + (f" {callback.name!r}"
-                                                              if callback.name else ""),
+            handled = handled_text(callback.callback, callback.name)
+            rows.append(["", "", "", "", callback.callback + (f" {handled}" if handled else ""),
                          str(callback.count), f"{callback.total_ms:,.1f}",
                          f"{callback.max_ms:,.1f}"])
     print_listing(f"{recording}: {len(found)} LiveView processes",

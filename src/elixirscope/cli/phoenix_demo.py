@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from elixirscope.analysis.framework import handled_text, sql_summary
 from elixirscope.cli import output
 from elixirscope.cli.record_command import record_for
 from elixirscope.phoenix_sample import start_shop
@@ -68,13 +69,14 @@ def print_framework(recording: Recording) -> None:
                          f"{failed[0].exception}")
     for shape in recording.repeated_queries()[:2]:
         output.out.print(f"N+1: {shape.most_in_one_request} runs of one query in "
-                         f"{shape.example_request}: {shape.sql[:90]}")
+                         f"{shape.example_request}: {sql_summary(shape.sql, 100)}")
     for view in recording.liveviews():
         if not view.connected:
             continue
         slowest = max(view.callbacks, key=lambda c: c.max_ms, default=None)
         if slowest is not None:
+            handled = handled_text(slowest.callback, slowest.name)
             output.out.print(f"LiveView {view.view} {view.pid}: {view.state_changes} assign "
-                             f"changes; slowest {slowest.callback} "
-                             f"{slowest.name or ''} {slowest.max_ms:.1f} ms")
+                             f"changes; slowest {slowest.callback}"
+                             f"{' ' + handled if handled else ''} {slowest.max_ms:.1f} ms")
             break

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING
 from elixirscope.diagnosis import (
     cascade,
     deadlock,
+    failed_requests,
     hotspots,
     lost_update,
+    n_plus_one_queries,
     outliers,
     overload,
     repeated_work,
+    slow_queries,
 )
 from elixirscope.diagnosis.finding import Finding
 
@@ -27,9 +30,12 @@ Detector = Callable[["RecordingQueries"], list[Finding]]
 DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("deadlock", deadlock.detect),
     ("crash_cascade", cascade.detect),
+    ("failed_request", failed_requests.detect),
     ("overload", overload.detect),
     ("lost_update", lost_update.detect),
     ("repeated_work", repeated_work.detect),
+    ("n_plus_one_queries", n_plus_one_queries.detect),
+    ("slow_query", slow_queries.detect),
     ("latency_outlier", outliers.detect),
     ("hot_function", hotspots.detect),
 )

@@ -6,7 +6,8 @@ a call is an outlier when it took at least ``FACTOR`` times the median,
 ``TAIL_FACTOR`` times the 95th percentile (a heavy tail is how the function is, not an
 outlier) and ``MIN_EXCESS`` more than the median, and outliers are at most
 ``MAX_SHARE`` of the calls. Calls to other processes (``:gen.call``)
-are the waits of their caller, which is reported instead. A call still open when the
+are the waits of their caller, which is reported instead; Ecto queries of a framework
+trace are compared per SQL text (``slow_queries``). A call still open when the
 recording stopped counts with the time it had run.
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from elixirscope.diagnosis.finding import Evidence, Finding
 from elixirscope.recording.results import Span, duration_text, shorten
 from elixirscope.recording.sql import Where
+from elixirscope.tracing.events import FRAMEWORK
 
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
@@ -56,6 +58,12 @@ ORDER BY t.mfa_id, t.grp, took DESC
 def detect(rec: RecordingQueries) -> list[Finding]:
     excluded = [mfa_id for mfa_id, (module, function, arity) in rec.dims.functions.items()
                 if (module, function, arity) == (":gen", "call", 4)]
+    # An Ecto query of a framework trace stands for every SQL text of its repo: its
+    # slow runs are compared per text by the slow-query detector instead.
+    excluded += [row[0] for row in rec.con.execute(
+        f"SELECT DISTINCT e.mfa_id FROM events e JOIN functions f USING (mfa_id) "
+        f"WHERE e.kind = 1 AND e.flags & {FRAMEWORK} != 0 AND f.function = 'query' "
+        f"AND f.arity = 2").fetchall()]
     sql = _OUTLIERS.format(many=MANY_PROCESSES, min_calls=MIN_CALLS,
                            lasted=rec.lasted_sql(), factor=FACTOR, tail=TAIL_FACTOR,
                            excess=MIN_EXCESS * 1e9)
