@@ -91,6 +91,15 @@ def test_requests_their_queries_failures_and_redacted_secrets(shop: ShopNode,
         slow = rec.requests(route="/api/search")[0]
         assert slow.duration_ms is not None and slow.duration_ms >= 200
         assert rec.queries(slowest=1)[0].sql.startswith("SELECT p0")
+        # The plug pipeline is a span inside the dispatch, its conn never shipped.
+        dispatches = {r.span_id: r for r in requests}
+        pipelines = rec.spans(module="ShopWeb.Router", function="api")
+        assert len(pipelines) == len(requests)
+        for pipeline in pipelines:
+            assert pipeline.call == "ShopWeb.Router.api(#conn, #opts)"
+            dispatch = rec.span(pipeline.parent_span_id)
+            assert dispatch.parent_span_id in dispatches
+            assert dispatch.function == dispatches[dispatch.parent_span_id].action.split(".")[-1]
         login = rec.requests(route="/api/login")[0]
         assert login.params[b"password"] == b"[REDACTED]"
         assert login.params[b"email"] == b"ann@example.com"

@@ -564,8 +564,10 @@ def _secure(name: str) -> bool:
 
 
 # What the agent puts where it did not copy a value: a process's state (recorded as
-# states, not with each call), an argument too large to ship, a value not recorded.
-MARKERS = {"$state": "#state", "$elided": "#elided", "$not_recorded": "#not_recorded"}
+# states, not with each call), an argument too large to ship, a value not recorded, a
+# plug's conn and options (a request's plug pipeline ships neither).
+MARKERS = {"$state": "#state", "$elided": "#elided", "$not_recorded": "#not_recorded",
+           "$conn": "#conn", "$opts": "#opts"}
 _LITERALS: dict[str, str] = {Atom(name): name for name in ("nil", "true", "false")}
 _LITERALS.update((Atom(name), text) for name, text in MARKERS.items())
 _KEYS: dict[str, str] = {}

@@ -2569,7 +2569,8 @@ only_ours(M, Ours) ->
 %%     render that follows any other change (handle_info): state records (17), as
 %%     for a GenServer, under max_state_bytes.
 %% The handle_info/2 callbacks of LiveViews and channels, which emit no telemetry,
-%% are traced like functions, their socket never shipped and their ends by time.
+%% and the routers' pipelines are traced like functions, their socket or conn never
+%% shipped and their ends by time.
 
 framework_spec(Spec) ->
     case code:is_loaded(telemetry) =/= false andalso
@@ -2578,15 +2579,19 @@ framework_spec(Spec) ->
         true ->
             Repos = maps:get(repos, Spec, auto),
             Events = framework_events(repo_prefixes(Repos)),
-            Modules = [{M, K} || M <- framework_modules(), K <- [framework_kind(M)],
-                                 K =/= none],
+            AppModules = framework_modules(),
+            Modules = [{M, K} || M <- AppModules, K <- [framework_kind(M)], K =/= none],
             Patterns = [{{M, handle_info, 2}, local,
                          [#{guard => [], ends => time, caller => true,
                             elide => [{2, '$state'}]}]}
                         || {M, K} <- Modules, K =:= live_view orelse K =:= channel,
                            exports(M, handle_info, 2),
                            %% A pattern holds only on a loaded module.
-                           code:ensure_loaded(M) =:= {module, M}],
+                           code:ensure_loaded(M) =:= {module, M}]
+                ++ [{{R, P, 2}, local,
+                     [#{guard => [], ends => time, caller => true,
+                        elide => [{1, '$conn'}, {2, '$opts'}]}]}
+                    || {R, P} <- router_pipelines(AppModules)],
             {ok, #{kind => framework, rate => 1.0, want_args => true, timed_ends => true,
                    events => Events, modules => Modules, patterns => Patterns,
                    flags => case Patterns of [] -> #{}; _ -> #{all => [call]} end,
@@ -2607,6 +2612,16 @@ framework_modules() ->
                        lists:member(phoenix, Deps) orelse lists:member(phoenix_live_view, Deps)
                    end],
     lists:usort([M || App <- Apps, {ok, Ms} <- [application:get_key(App, modules)], M <- Ms]).
+
+%% The pipelines of the routers (pipeline :browser compiles to browser/2, exported)
+%% and the function plugs a router defines: every exported F/2 of a router but call/2
+%% and Phoenix's own (__name__). A request's plug pipeline is a span inside its
+%% dispatch. Their conn and options never ship.
+router_pipelines(AppModules) ->
+    [{R, P} || R <- AppModules, exports(R, '__routes__', 0),
+               code:ensure_loaded(R) =:= {module, R},
+               {P, 2} <- R:module_info(exports), P =/= call,
+               not lists:prefix("__", atom_to_list(P))].
 
 exports(M, F, A) ->
     case beam_attributes(M) of
