@@ -145,6 +145,8 @@ def test_liveview_assigns_are_its_state(shop: ShopNode, tmp_path: Path) -> None:
         assert callbacks[("handle_event", "add")].count == 2
         assert callbacks[("handle_event", "checkout")].max_ms >= 250  # the slow checkout
         assert callbacks[("handle_info", "price_changed")].count == 1
+        (prices,) = [b for b in rec.broadcasts() if b.topic == "prices"]
+        assert prices.reached == (view.pid,) or prices.reached == (f"#PID<{view.pid[1:-1]}>",)
         slow = {finding.kind: finding for finding in rec.findings()}["slow_query"]
         assert 'SELECT pg_sleep(0.3)' in slow.title
         assert 'in ShopWeb.CartLive.handle_event "checkout"' in slow.title
@@ -174,21 +176,32 @@ def test_channels_join_and_handle_in(shop: ShopNode, tmp_path: Path) -> None:
 
     def drive() -> None:
         with ChannelSession(shop.url, "room:lobby", params={"user": "ann", "token": "s3cr3t"}) \
-                as channel:
+                as channel, ChannelSession(shop.url, "room:lobby", params={"user": "bob"}):
             assert channel.push("ping", {"n": 1}) == {"n": 1, "pong": True}
             channel.cast("shout", {"body": "hi"})
             time.sleep(0.2)
 
     record(shop, path, drive)
     with open_recording(path) as rec:
-        spans = {(s.module, s.function): s for s in rec.spans()}
+        all_spans = rec.spans()
+        spans = {(s.module, s.function): s for s in all_spans}
         join = spans[("ShopWeb.RoomChannel", "join")]
         assert '"room:lobby"' in join.call
         handled = [s for s in rec.spans(module="ShopWeb.RoomChannel", function="handle_in")]
         assert sorted(s.call.split("(")[1].split(",")[0] for s in handled) == \
             ['"ping"', '"shout"']
-        connect = spans[("ShopWeb.UserSocket", "connect")]
-        assert '"[REDACTED]"' in connect.call and "s3cr3t" not in connect.call
+        (connect,) = [s for s in all_spans if s.module == "ShopWeb.UserSocket"
+                      and '"ann"' in s.call]
+        assert '"token" => "[REDACTED]"' in connect.call and "s3cr3t" not in connect.call
+        (lobby,) = [topic for topic in rec.channels() if topic.topic == "room:lobby"]
+        assert lobby.channel == "ShopWeb.RoomChannel"
+        assert len(lobby.joins) == 2 and lobby.handled == {"ping": 1, "shout": 1}
+        (shout,) = lobby.broadcasts
+        # The broadcast reached both channel processes: the shouter's and the listener's.
+        assert shout.count == 2
+        assert sorted(shout.reached) == sorted(f"#PID<{pid[1:-1]}>" if pid.startswith("<")
+                                               else pid for pid, _, _ in lobby.joins)
+        assert shout.pid in {pid for pid, _, _ in lobby.joins}
 
 
 CHILD = textwrap.dedent("""

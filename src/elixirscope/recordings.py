@@ -98,6 +98,17 @@ class Recording(RecordingQueries):
         return _framework.repeated_queries(self, min_runs=min_runs)
 
     @reads
+    def channels(self) -> list[_framework.ChannelTopic]:
+        """Per channel topic: joins, handle_in events, and the broadcasts with the
+        processes they reached."""
+        return _framework.channels(self)
+
+    @reads
+    def broadcasts(self) -> list[_framework.Broadcast]:
+        """Every Phoenix.PubSub broadcast, with the processes it reached."""
+        return _framework.broadcasts(self)
+
+    @reads
     def liveviews(self) -> list[_framework.LiveViewSummary]:
         """Each LiveView process with its callbacks, their times and its assigns'
         changes (its state: ``state_history`` works on a LiveView as on a GenServer)."""

@@ -366,6 +366,9 @@ on_trace(_Msg, St = #st{tripped = Tripped}) when Tripped =/= false ->
 on_trace(Msg, St0) ->
     St = St0#st{received = St0#st.received + 1},
     case classify(Msg) of
+        {call, Pid, {'Elixir.Phoenix.PubSub', F, _} = Mfa, Args, _, none, Ts}
+          when is_list(Args), map_size(St#st.handlers) > 0 ->
+            on_broadcast(Pid, Mfa, broadcast_args(F, Args), Ts, St);
         {call, Pid, Mfa, Args, Caller, Ends, Ts} ->
             case recorded_call(Mfa, Pid, Args, discover_state(Mfa, Pid, St)) of
                 {false, Seen} -> skip_call(Pid, Mfa, Ends, Seen);
@@ -2588,6 +2591,9 @@ framework_spec(Spec) ->
                            exports(M, handle_info, 2),
                            %% A pattern holds only on a loaded module.
                            code:ensure_loaded(M) =:= {module, M}]
+                ++ [{{'Elixir.Phoenix.PubSub', F, A}, local, [capture([], none, false)]}
+                    || code:ensure_loaded('Elixir.Phoenix.PubSub') =:= {module, 'Elixir.Phoenix.PubSub'},
+                       {F, A} <- broadcast_functions()]
                 ++ [{{R, P, 2}, local,
                      [#{guard => [], ends => time, caller => true,
                         elide => [{1, '$conn'}, {2, '$opts'}]}]}
@@ -2911,6 +2917,41 @@ secret_key(_, _) -> false.
 to_bin(A) when is_atom(A) -> atom_to_binary(A, utf8);
 to_bin(B) when is_binary(B) -> B;
 to_bin(L) when is_list(L) -> unicode:characters_to_binary(L).
+
+%% A broadcast over Phoenix.PubSub (a channel's broadcast!, a LiveView's PubSub
+%% message) is traced as a call; the relay records it as a framework span whose value
+%% is who it reached: the processes subscribed to the topic then (at most 50 named,
+%% all counted), read from the PubSub's registry.
+%% Every broadcast (the shorter arities, the bang versions) ends in one call of one
+%% of these.
+broadcast_functions() ->
+    [{F, A} || {F, A} <- [{broadcast, 4}, {broadcast_from, 5}, {local_broadcast, 4},
+                          {local_broadcast_from, 5}, {direct_broadcast, 5}],
+               erlang:function_exported('Elixir.Phoenix.PubSub', F, A)].
+
+broadcast_args(F, Args) ->
+    case {atom_to_list(F), Args} of
+        {"broadcast_from", [PubSub, From, Topic, Message | _]} -> {PubSub, From, Topic, Message};
+        {"local_broadcast_from", [PubSub, From, Topic, Message | _]} -> {PubSub, From, Topic, Message};
+        {"direct_broadcast", [_Node, PubSub, Topic, Message | _]} -> {PubSub, none, Topic, Message};
+        {_, [PubSub, Topic, Message | _]} -> {PubSub, none, Topic, Message};
+        _ -> none
+    end.
+
+on_broadcast(_, _, none, _, St) -> St;
+on_broadcast(Pid, Mfa, {PubSub, From, Topic, Message}, Ts, St) ->
+    case [R || {R, #{kind := framework}} <- maps:to_list(St#st.traces)] of
+        [] -> St;
+        [TRef | _] ->
+            Subscribers = case catch 'Elixir.Registry':lookup(PubSub, Topic) of
+                              Found when is_list(Found) ->
+                                  lists:usort([P || {P, _} <- Found, is_pid(P), P =/= From]);
+                              _ -> []
+                          end,
+            St1 = record(1, 8 bor 64, Pid, Ts, Mfa, 0, [Topic, Message], [TRef], St),
+            record(2, 0, Pid, Ts, Mfa, 0, #{reached => lists:sublist(Subscribers, 50),
+                                            count => length(Subscribers)}, [TRef], St1)
+    end.
 
 %% In the relay: the handler's items become records of the framework trace.
 on_framework(_, _, _, St = #st{tripped = Tripped}) when Tripped =/= false -> St;

@@ -30,8 +30,8 @@ from elixirscope.tracing.events import FRAMEWORK
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
 
-__all__ = ["LiveViewCallbacks", "LiveViewSummary", "Query", "QueryShape", "Request",
-           "framework_spans", "handled_text", "has_framework_spans", "liveviews", "queries",
+__all__ = ["Broadcast", "ChannelTopic", "LiveViewCallbacks", "LiveViewSummary", "Query", "QueryShape", "Request",
+           "broadcasts", "channels", "framework_spans", "handled_text", "has_framework_spans", "liveviews", "queries",
            "repeated_queries", "requests", "sql_summary"]
 
 _FRAMEWORK_CALLS = ("span_id IN (SELECT seq FROM events WHERE kind = 1 AND "
@@ -391,6 +391,84 @@ def sql_summary(sql: str, width: int = 160) -> str:
     is what tells queries apart), cut to ``width``."""
     text = _SELECT_LIST.sub(r"\1…\3", " ".join(sql.split()), count=1)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    span_id: int
+    pid: str
+    start: float
+    topic: str
+    message: Any
+    reached: tuple[str, ...]  # at most 50 named
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": to_json(self.message)}
+
+
+@dataclass(frozen=True)
+class ChannelTopic:
+    """One topic: who joined it, what they pushed, what was broadcast on it."""
+
+    topic: str
+    channel: str | None
+    joins: list[tuple[str, float, str]]  # pid, time, result
+    handled: dict[str, int]  # handle_in event -> count
+    broadcasts: list[Broadcast]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "channel": self.channel,
+                "joins": [{"pid": p, "at": t, "result": r} for p, t, r in self.joins],
+                "handled": self.handled,
+                "broadcasts": [b.as_dict() for b in self.broadcasts]}
+
+
+def broadcasts(rec: RecordingQueries) -> list[Broadcast]:
+    """Every Phoenix.PubSub broadcast, with the processes subscribed to its topic then
+    (those it reached)."""
+    found = []
+    for span in framework_spans(rec):
+        if span.module != "Phoenix.PubSub":
+            continue
+        args, result = _value(span.args_payload), _value(span.result_payload)
+        if not (isinstance(args, list) and len(args) == 2):
+            continue
+        reached = _field(result, "reached")
+        count = _field(result, "count")
+        found.append(Broadcast(
+            span_id=span.span_id, pid=span.pid, start=span.start,
+            topic=_text(args[0]) or "?", message=args[1],
+            reached=tuple(inspect(pid) for pid in reached) if isinstance(reached, list) else (),
+            count=count if isinstance(count, int) else 0))
+    return found
+
+
+def channels(rec: RecordingQueries) -> list[ChannelTopic]:
+    """Per channel topic: the joins (process, time, result), the handle_in events
+    and the broadcasts with whom they reached; PubSub topics with broadcasts only
+    (a LiveView's subscriptions) are listed too."""
+    topics: dict[str, dict[str, Any]] = {}
+
+    def entry(topic: str) -> dict[str, Any]:
+        return topics.setdefault(topic, {"channel": None, "joins": [], "handled": {},
+                                         "broadcasts": []})
+
+    for span in framework_spans(rec):
+        args = _value(span.args_payload)
+        if span.function == "join" and span.arity == 3 and isinstance(args, list) and args:
+            topic = entry(_text(args[0]) or "?")
+            topic["channel"] = span.module
+            topic["joins"].append((span.pid, span.start, inspect(_value(span.result_payload))))
+        elif span.function == "handle_in" and span.arity == 3 and isinstance(args, list):
+            result = _value(span.result_payload)
+            topic = entry(_text(_field(result, "topic")) or "?")
+            topic["channel"] = span.module
+            event = _text(args[0]) or "?"
+            topic["handled"][event] = topic["handled"].get(event, 0) + 1
+    for broadcast in broadcasts(rec):
+        entry(broadcast.topic)["broadcasts"].append(broadcast)
+    return [ChannelTopic(topic=name, **fields) for name, fields in sorted(topics.items())]
 
 
 def handled_text(callback: str, name: str | None) -> str | None:

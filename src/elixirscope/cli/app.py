@@ -20,6 +20,7 @@ from elixirscope.version import __version__
 # when that command runs, so a question asked of a recording does not pay for the
 # tracing, the web UI and every other command.
 COMMANDS = {
+    'channels': "framework_commands:channels",
     'demo': "demo_command:demo",
     'diagnose': "diagnose_command:diagnose",
     'doctor': "doctor_command:doctor",

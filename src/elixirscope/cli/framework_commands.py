@@ -1,5 +1,5 @@
-"""``requests``, ``queries`` and ``liveviews``: the framework layer of a recording
-made with ``record --phoenix``."""
+"""``requests``, ``queries``, ``liveviews`` and ``channels``: the framework layer of a
+recording made with ``record --phoenix``."""
 
 from __future__ import annotations
 
@@ -121,3 +121,31 @@ def liveviews(recording: Path, as_json: bool) -> None:
     print_listing(f"{recording}: {len(found)} LiveView processes",
                   ["pid", "view", "", "assign changes", "callback", "count", "total ms",
                    "max ms"], rows, right=1, cut=0)
+
+
+@click.command()
+@click.argument("recording", metavar="REC", type=click.Path(path_type=Path))
+@json_option("One JSON object per topic.")
+def channels(recording: Path, as_json: bool) -> None:
+    """The channel topics of recording REC (recorded with --phoenix): who joined each
+    (process, result), the handle_in events pushed, and every broadcast on it with the
+    processes it reached (the PubSub topics LiveViews subscribe to are listed too)."""
+    with open_recording(recording) as rec:
+        found = rec.channels()
+    if as_json:
+        output.json_rows(found)
+        return
+    rows = []
+    for topic in found:
+        pushed = ", ".join(f"{event} x{count}" for event, count in topic.handled.items())
+        rows.append([topic.topic, topic.channel or "", str(len(topic.joins)),
+                     str(len(topic.broadcasts)), pushed])
+        for broadcast in topic.broadcasts[:5]:
+            reached = ", ".join(broadcast.reached[:5]) + (
+                f" (+{broadcast.count - 5})" if broadcast.count > 5 else "")
+            rows.append(["", f"  at {broadcast.start:.3f} s from {broadcast.pid}", "", "",
+                         f"reached {broadcast.count}: {reached or 'nobody'}  "
+                         f"{_cut(inspect(broadcast.message), 60)}"])
+    print_listing(f"{recording}: {len(found)} topics",
+                  ["topic", "channel", "joins", "broadcasts", "handle_in / reached"], rows,
+                  right=0, cut=1)
