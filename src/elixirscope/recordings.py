@@ -88,6 +88,12 @@ class Recording(RecordingQueries):
         return _framework.requests(self, route=route, status=status, slowest=slowest)
 
     @reads
+    def waterfall(self, span_id: int) -> list[dict[str, Any]]:
+        """A request and every traced call inside it (dispatch, plug pipeline, queries
+        ...), each with its offset and duration from the request's start."""
+        return _framework.waterfall(self, span_id)
+
+    @reads
     def queries(self, slowest: int | None = None) -> list[_framework.Query]:
         """Every Ecto query of a framework trace, with the request it ran in."""
         return _framework.queries(self, slowest=slowest)

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from elixirscope.analysis.ranges import call_range
 from elixirscope.elixir_format import inspect
 from elixirscope.errors import ETFDecodeError
 from elixirscope.etf import Atom
@@ -30,9 +31,10 @@ from elixirscope.tracing.events import FRAMEWORK
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
 
-__all__ = ["Broadcast", "ChannelTopic", "LiveViewCallbacks", "LiveViewSummary", "Query", "QueryShape", "Request",
-           "broadcasts", "channels", "framework_spans", "handled_text", "has_framework_spans", "liveviews", "queries",
-           "repeated_queries", "requests", "sql_summary"]
+__all__ = ["Broadcast", "ChannelTopic", "LiveViewCallbacks", "LiveViewSummary", "Query",
+           "QueryShape", "Request", "broadcasts", "channels", "framework_spans",
+           "handled_text", "has_framework_spans", "liveviews", "queries", "repeated_queries",
+           "requests", "sql_summary", "waterfall"]
 
 _FRAMEWORK_CALLS = ("span_id IN (SELECT seq FROM events WHERE kind = 1 AND "
                     f"flags & {FRAMEWORK} != 0)")
@@ -65,6 +67,7 @@ class Query:
 class Request:
     span_id: int
     pid: str
+    pid_id: int
     start: float
     duration_ms: float | None
     method: str
@@ -279,7 +282,8 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
         inside = [query for query in by_pid.get(span.pid, [])
                   if span.start <= query.start <= end]
         request = Request(
-            span_id=span.span_id, pid=span.pid, start=span.start, duration_ms=_ms(span),
+            span_id=span.span_id, pid=span.pid, pid_id=span.pid_id, start=span.start,
+            duration_ms=_ms(span),
             method=_text(_field(info, "method")) or "?", path=_text(_field(info, "path")) or "?",
             route=_text(_field(fields, "route")),
             status=code if isinstance(code, int) else None,
@@ -301,6 +305,63 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
     if slowest is not None:
         found = sorted(found, key=lambda r: -(r.duration_ms or float("inf")))[:slowest]
     return found
+
+
+_PIPELINE_ARGS = [Atom("$conn"), Atom("$opts")]
+
+
+def waterfall(rec: RecordingQueries, span_id: int, *, max_rows: int = 500
+              ) -> list[dict[str, Any]]:
+    """A request (or any span) as a waterfall: it and every traced call inside it,
+    depth first, each with its offset and duration (ms) from the request's start, its
+    kind (request, dispatch, pipeline, query, live, call) and a label (the SQL of a
+    query, the route of a dispatch)."""
+    tree = call_range(rec, span_id, 8, False, max_rows)
+    root = tree.span
+    rows = []
+    for node in tree.walk()[:max_rows]:
+        span = node.span
+        framework = span.span_id in _framework_ids(rec, [n.span.span_id for n in tree.walk()])
+        if span.function == "query" and span.arity == 2 and framework:
+            query = _query(span)
+            kind, label = "query", f"{query.source or 'sql'}: {sql_summary(query.sql, 120)}"
+        elif span.span_id == root.span_id and span.function == "call" and framework:
+            info = _first_arg(span)
+            kind = "request"
+            label = f"{_text(_field(info, 'method'))} {_text(_field(info, 'path'))}"
+        elif framework and span.depth == root.depth + 1 and _field(_first_arg(span), "route"):
+            kind, label = "dispatch", (f"{_short_module(span.module)}.{span.function} "
+                                       f"{_text(_field(_first_arg(span), 'route'))}")
+        elif _value(span.args_payload) == _PIPELINE_ARGS:
+            kind, label = "pipeline", (f"{_short_module(span.module)}.{span.function} "
+                                       "(plug pipeline)")
+        elif framework:
+            name = handled_text(span.function, _handled_name(span))
+            kind, label = "live", f"{span.module}.{span.function}" + (f" {name}" if name
+                                                                     else "")
+        else:
+            kind, label = "call", span.mfa
+        end = span.end if span.end is not None else None
+        rows.append({"span_id": span.span_id, "pid_id": span.pid_id,
+                     "depth": span.depth - root.depth, "kind": kind, "label": label,
+                     "offset_ms": (span.start - root.start) * 1000,
+                     "duration_ms": None if end is None else (end - span.start) * 1000,
+                     "outcome": span.outcome})
+    return rows
+
+
+def _short_module(module: str) -> str:
+    """``ShopWeb.ProductController`` -> ``ProductController`` (a waterfall is narrow)."""
+    return module.rsplit(".", 1)[-1] if not module.startswith(":") else module
+
+
+def _framework_ids(rec: RecordingQueries, span_ids: list[int]) -> set[int]:
+    if not span_ids:
+        return set()
+    rows = rec.con.execute(
+        f"SELECT seq FROM events WHERE seq IN (SELECT unnest(?::BIGINT[])) AND kind = 1 "
+        f"AND flags & {FRAMEWORK} != 0", [span_ids]).fetchall()
+    return {row[0] for row in rows}
 
 
 def _context(span: Span, around: list[Span]) -> str | None:

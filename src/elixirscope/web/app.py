@@ -263,6 +263,16 @@ def api_findings(request: Request, view: View) -> Any:
     return view.findings()
 
 
+def api_requests(request: Request, view: View) -> Any:
+    """The HTTP requests of a framework trace (record --phoenix), in time order."""
+    return view.requests()
+
+
+def api_waterfall(request: Request, view: View) -> Any:
+    """A request and the traced calls inside it: offsets and durations from its start."""
+    return view.waterfall(_int(request, "span_id", source="path"))
+
+
 def api_metrics(request: Request, view: View) -> Any:
     """A process's sampled mailbox length and memory over time."""
     return view.metrics(_int(request, "pid_id", source="path"))
@@ -339,6 +349,8 @@ ROUTES: list[tuple[str, Callable[[Request, View], Any]]] = [
     ("/api/state/{pid_id}/at", api_state_at),
     ("/api/state/{pid_id}/diff", api_state_diff),
     ("/api/findings", api_findings),
+    ("/api/requests", api_requests),
+    ("/api/requests/{span_id}/waterfall", api_waterfall),
     ("/api/metrics/{pid_id}", api_metrics),
     ("/api/waits", api_waits),
 ]

@@ -130,6 +130,7 @@ class View:
         self._spans_ready = threading.Event()
         self._histories: dict[int, list[Any]] = {}
         self._findings: list[dict[str, Any]] | None = None
+        self._requests: list[dict[str, Any]] | None = None
         self._wait_edges: list[Edge] | None = None
         self.closed = False
         self.built: dict[str, float] = {}
@@ -880,6 +881,33 @@ class View:
                 found = recording.findings()
             self._findings = [self._finding_row(finding) for finding in found]
         return {"live": False, "findings": self._findings}
+
+    def requests(self) -> dict[str, Any]:
+        """The HTTP requests of a framework trace, in time order (at most 5,000)."""
+        if self.recording is None:
+            return {"live": True, "requests": []}
+        if self._requests is None:
+            with open_recording(self.path) as recording:
+                found = recording.requests()
+            self._requests = [
+                {"span_id": r.span_id, "pid_id": r.pid_id, "start": r.start,
+                 "duration_ms": r.duration_ms, "method": r.method, "path": r.path,
+                 "route": r.route, "status": r.status, "action": r.action,
+                 "queries": len(r.queries), "query_ms": r.query_ms,
+                 "exception": r.exception, "raised_in": r.raised_in}
+                for r in found[:5000]]
+        return {"live": False, "requests": self._requests}
+
+    def waterfall(self, span_id: int) -> dict[str, Any]:
+        """A request and the traced calls inside it, as waterfall rows."""
+        if self.recording is None:
+            raise UIError("the waterfall comes when the recording is finished", 409)
+        with open_recording(self.path) as recording:
+            try:
+                rows = recording.waterfall(span_id)
+            except QueryError as exc:
+                raise UIError(str(exc), 404) from exc
+        return {"span_id": span_id, "rows": rows}
 
     def _finding_row(self, finding: Finding) -> dict[str, Any]:
         evidence = finding.evidence

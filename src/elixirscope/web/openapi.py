@@ -89,6 +89,16 @@ _PATHS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
                       "finding's kind, title, severity, time range, processes "
                       "(`pid_ids`), evidence ids, next commands and the window that "
                       "shows it (`focus`).", []),
+    "/api/requests": ("requests", "The HTTP requests of a framework trace (record "
+                      "--phoenix), in time order: span_id, pid_id, start, duration_ms, "
+                      "method, path, route, status, action, queries, query_ms, exception, "
+                      "raised_in.", []),
+    "/api/requests/{span_id}/waterfall": ("waterfall", "A request and every traced call "
+                                          "inside it, depth first: kind (request, "
+                                          "dispatch, pipeline, query, live, call), label, "
+                                          "offset_ms and duration_ms from its start.",
+                                          [_param("span_id", "path", {"type": "integer"},
+                                                  "the request's span")]),
     "/api/metrics/{pid_id}": ("metrics", "A process's sampled mailbox length and memory "
                               "over time (`t`, `queue`, `memory`).",
                               [_param("pid_id", "path", {"type": "integer"},

@@ -9,6 +9,7 @@ import { initPanels, setProcesses, renderFacts } from "./panels.js";
 import { initShortcuts } from "./shortcuts.js";
 import { loadFindings } from "./findings.js";
 import { initMetrics } from "./metrics.js";
+import { initRequests, loadRequests } from "./requests.js";
 
 window.__es = { painted: 0, ready: false, timeline, focus };
 
@@ -42,6 +43,7 @@ async function loadAll(first) {
     tab.classList.toggle("alert", found.some((f) => f.severity === "critical" || f.severity === "error"));
     window.__es.findings = found;
   });
+  loadRequests().then((found) => { window.__es.requests = found; });
   suggestSearches(info, lanes);
   setDuration(info.duration);
   window.__es.info = info;
@@ -56,6 +58,7 @@ async function start() {
   initPanels();
   initShortcuts();
   initMetrics();
+  initRequests();
   document.getElementById("copy-link").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText(location.href); } catch { /* no clipboard: the address bar has it */ }
   });
