@@ -3,6 +3,7 @@ through HTTP, the LiveView protocol and the Channel protocol."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -167,6 +168,10 @@ def test_liveview_assigns_are_its_state(shop: ShopNode, tmp_path: Path) -> None:
         assert rec.state_at(view.pid, toggled.time)[Atom("@components")][
             component][Atom("expanded")] is True
         last = rec.state_at(view.pid, history[-1].time)
+        assert last[Atom("payment_token")] == b"[REDACTED]"
+        payloads = b"".join(bytes(row[0]) for row in
+                            rec.con.execute("SELECT payload FROM events").fetchall())
+        assert b"tok_" not in payloads
         assert last[Atom("products")][2][Atom("price")] == 555
         assert last[Atom("items")] == {}
 
@@ -248,3 +253,54 @@ def test_a_node_without_telemetry_says_so() -> None:
             elixirscope.attach(beam.name, beam.cookie) as scope, \
             pytest.raises(elixirscope.TraceError, match="telemetry is not loaded"):
         scope.trace_framework()
+
+
+def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "elixirscope", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_record_phoenix_from_the_command_line(shop: ShopNode, tmp_path: Path) -> None:
+    path = tmp_path / "cli.duckdb"
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "elixirscope", "record", shop.node.name, "--cookie",
+         shop.node.cookie, "--phoenix", "--redact", "email,password", "--duration", "4",
+         "-o", str(path), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert recorder.stderr is not None
+    while "tracing" not in recorder.stderr.readline():
+        assert recorder.poll() is None
+    with HttpClient(shop.url) as http:
+        api_round(http, WorkloadCounts(), 5)
+    out, err = recorder.communicate(timeout=120)
+    assert recorder.returncode == 0, err
+    stats = json.loads(out)
+    assert any("Failing request: POST /api/orders" in title for title in stats["findings"])
+    failed = cli("requests", str(path), "--status", "5", "--json")
+    assert failed.returncode == 0, failed.stderr
+    (row,) = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert row["route"] == "/api/orders" and row["status"] == 500
+    assert row["raised_in"].startswith("Shop.Catalog.place_order/2 (lib/shop/catalog.ex:")
+    assert row["stack"][0].startswith(":erlang.div/2")
+    login = json.loads(cli("requests", str(path), "--route", "/api/log*", "--json").stdout)
+    # --redact replaced the defaults: the email goes too, the password still does.
+    assert login["params"] == {"email": "[REDACTED]", "password": "[REDACTED]"}
+    text = cli("requests", str(path), "--slowest", "1").stdout
+    assert "/api/search" in text
+    repeated = cli("queries", str(path), "--repeated")
+    assert repeated.returncode == 0 and 'FROM "reviews"' in repeated.stdout
+    assert "GET /api/products" in repeated.stdout
+
+
+@pytest.mark.usefixtures("shop")  # skips with it where Phoenix cannot be built
+def test_demo_phoenix(tmp_path: Path) -> None:
+    path = tmp_path / "demo.duckdb"
+    result = cli("demo", "--phoenix", "--duration", "5", "-o", str(path), "--json",
+                 timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    kinds = {finding["kind"] for finding in summary["findings"]}
+    assert {"failed_request", "n_plus_one_queries", "slow_query"} <= kinds
+    titles = " ".join(finding["title"] for finding in summary["findings"])
+    assert 'ShopWeb.CartLive.handle_event "checkout"' in titles
+    assert "workload:" in result.stderr

@@ -80,6 +80,7 @@ class Request:
     exception: str | None
     queries: list[Query] = field(default_factory=list)
     raised_in: str | None = None  # the innermost application frame of the exception
+    stack: tuple[str, ...] = ()  # the exception's stack, innermost first
 
     @property
     def query_ms(self) -> float:
@@ -214,37 +215,38 @@ def _query(span: Span) -> Query:
 _RUNTIME_MODULES = (":erlang", ":elixir", ":lists", ":maps", "Kernel", "Enum", "Map")
 
 
-def _failure(span: Span | None) -> tuple[str | None, str | None]:
-    """What an exception span raised (``error: :badarith``) and where: the innermost
-    frame of its stack outside the runtime (``Shop.Catalog.place_order/2
-    (lib/shop/catalog.ex:93)``)."""
+def _frame_text(frame: Any) -> str | None:
+    if not (isinstance(frame, tuple) and len(frame) == 4):
+        return None
+    module, function, arity, location = frame
+    arity = len(arity) if isinstance(arity, list) else arity
+    where = f"{inspect(module)}.{function}/{arity}"
+    if isinstance(location, list):
+        info = {str(k): v for k, v in location if isinstance(k, Atom)}
+        file, line = info.get("file"), info.get("line")
+        if file is not None and line is not None:
+            file = bytes(file).decode() if isinstance(file, list | bytes) else str(file)
+            where += f" ({file}:{line})"
+    return where
+
+
+def _failure(span: Span | None) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """What an exception span raised (``error: :badarith``), where (the innermost frame
+    of its stack outside the runtime: ``Shop.Catalog.place_order/2
+    (lib/shop/catalog.ex:93)``) and its whole stack."""
     if span is None or span.outcome != "exception":
-        return None, None
+        return None, None, ()
     value = _value(span.result_payload)
     if not (isinstance(value, tuple) and len(value) >= 2):
-        return span.result, None
+        return span.result, None, ()
     kind, reason = value[0], value[1]
     if isinstance(reason, dict) and Atom("reason") in reason:  # an unwrapped WrapperError
         reason = reason[Atom("reason")]
-    text = f"{kind}: {inspect(reason)}"
     stack = value[2] if len(value) > 2 and isinstance(value[2], list) else []
-    for frame in stack:
-        if not (isinstance(frame, tuple) and len(frame) == 4):
-            continue
-        module, function, arity, location = frame
-        name = inspect(module)
-        if name in _RUNTIME_MODULES:
-            continue
-        arity = len(arity) if isinstance(arity, list) else arity
-        where = f"{name}.{function}/{arity}"
-        if isinstance(location, list):
-            info = {str(k): v for k, v in location if isinstance(k, Atom)}
-            file, line = info.get("file"), info.get("line")
-            if file is not None and line is not None:
-                file = bytes(file).decode() if isinstance(file, list | bytes) else str(file)
-                where += f" ({file}:{line})"
-        return text, where
-    return text, None
+    frames = tuple(text for text in map(_frame_text, stack) if text is not None)
+    raised_in = next((text for text in frames
+                      if not text.startswith(tuple(m + "." for m in _RUNTIME_MODULES))), None)
+    return f"{kind}: {inspect(reason)}", raised_in, frames
 
 
 def requests(rec: RecordingQueries, *, route: str | None = None, status: int | None = None,
@@ -290,7 +292,7 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
             action=(f"{dispatch.module}.{dispatch.function}" if dispatch is not None else None),
             params=_field(fields, "params"),
             outcome=span.outcome,
-            exception=failure[0], raised_in=failure[1],
+            exception=failure[0], raised_in=failure[1], stack=failure[2],
             queries=[])
         label = request.label
         request.queries.extend(Query(**{**asdict(q), "request_span_id": span.span_id,

@@ -53,6 +53,8 @@ def requests(recording: Path, route: str | None, status: int | None, slowest: in
             where = f" in {request.raised_in}" if request.raised_in else ""
             rows.append(["", "", "", "", f"  raised {_cut(request.exception, 90)}{where}",
                          "", "", ""])
+            for frame in request.stack[:4]:
+                rows.append(["", "", "", "", f"    {frame}", "", "", ""])
     print_listing(f"{recording}: {len(found)} requests",
                   ["start (s)", "ms", "status", "method", "route", "action",
                    "queries / ms", "params"], rows, right=2, cut=1)

@@ -45,6 +45,7 @@ from elixirscope.tracing.scope import (
     Level,
     NoStateCallbacks,
     Scope,
+    TraceError,
     attach,
 )
 from elixirscope.web.app import UIServer
@@ -175,8 +176,9 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
             scope.trace_process(process, include_children=children, include=include,
                                 force=force)
         if phoenix:
-            scope.trace_framework(force=force, redact=None if redact is None else
-                                  [key.strip() for key in redact.split(",") if key.strip()])
+            trace_phoenix(scope, force=force, redact=None if redact is None else
+                          [key.strip() for key in redact.split(",") if key.strip()],
+                          alone=not (modules or functions or processes))
         if metrics_hz > 0:
             scope.sample_metrics(metrics_top, metrics_hz)
         output.err.print(f"tracing {scope.node.name} into {target} since "
@@ -327,6 +329,18 @@ def trace_module(scope: Scope, module: str, level: str, *, state: bool, force: b
         except NoStateCallbacks as exc:
             output.err.print(f"note: {exc}; its calls are traced without state")
     scope.trace(module, cast(Level, level), force=force, calls=calls, only=only)
+
+
+def trace_phoenix(scope: Scope, *, force: bool, redact: list[str] | None,
+                  alone: bool) -> None:
+    """The framework layer; on a node without it (no :telemetry loaded) a note, and the
+    other traces go on, unless it was all that was asked for."""
+    try:
+        scope.trace_framework(force=force, redact=redact)
+    except TraceError as exc:
+        if alone or "telemetry is not loaded" not in str(exc):
+            raise
+        output.err.print(f"note: {exc}; the other traces go on")
 
 
 def sampling_news(said: float, now: float, since: float) -> bool:

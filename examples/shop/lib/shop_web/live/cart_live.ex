@@ -6,7 +6,9 @@ defmodule ShopWeb.CartLive do
   def mount(_params, _session, socket) do
     if connected?(socket), do: Phoenix.PubSub.subscribe(Shop.PubSub, "prices")
     products = for p <- Catalog.list_products(), into: %{}, do: {p.id, %{name: p.name, price: p.price}}
-    {:ok, assign(socket, products: products, items: %{}, total: 0, orders: 0)}
+    # The payment provider's token for this cart: a secret the debugger must not ship.
+    token = "tok_" <> Base.encode16(:crypto.strong_rand_bytes(8))
+    {:ok, assign(socket, products: products, items: %{}, total: 0, orders: 0, payment_token: token)}
   end
 
   @impl true
