@@ -201,6 +201,7 @@ def test_channels_join_and_handle_in(shop: ShopNode, tmp_path: Path) -> None:
         (lobby,) = [topic for topic in rec.channels() if topic.topic == "room:lobby"]
         assert lobby.channel == "ShopWeb.RoomChannel"
         assert len(lobby.joins) == 2 and lobby.handled == {"ping": 1, "shout": 1}
+        assert lobby.replies == [("ping", "ok", {b"n": 1, b"pong": True})]
         (shout,) = lobby.broadcasts
         # The broadcast reached both channel processes: the shouter's and the listener's.
         assert shout.count == 2

@@ -369,6 +369,9 @@ on_trace(Msg, St0) ->
         {call, Pid, {'Elixir.Phoenix.PubSub', F, _} = Mfa, Args, _, none, Ts}
           when is_list(Args), map_size(St#st.handlers) > 0 ->
             on_broadcast(Pid, Mfa, broadcast_args(F, Args), Ts, St);
+        {call, Pid, {'Elixir.Phoenix.Channel.Server', reply, 6} = Mfa,
+         [_, _, Ref, Topic, Reply, _], _, none, Ts} when map_size(St#st.handlers) > 0 ->
+            on_channel_reply(Pid, Mfa, [Topic, Ref], Reply, Ts, St);
         {call, Pid, Mfa, Args, Caller, Ends, Ts} ->
             case recorded_call(Mfa, Pid, Args, discover_state(Mfa, Pid, St)) of
                 {false, Seen} -> skip_call(Pid, Mfa, Ends, Seen);
@@ -2591,6 +2594,10 @@ framework_spec(Spec) ->
                            exports(M, handle_info, 2),
                            %% A pattern holds only on a loaded module.
                            code:ensure_loaded(M) =:= {module, M}]
+                ++ [{{'Elixir.Phoenix.Channel.Server', reply, 6}, local, [capture([], none, false)]}
+                    || code:ensure_loaded('Elixir.Phoenix.Channel.Server')
+                           =:= {module, 'Elixir.Phoenix.Channel.Server'},
+                       erlang:function_exported('Elixir.Phoenix.Channel.Server', reply, 6)]
                 ++ [{{'Elixir.Phoenix.PubSub', F, A}, local, [capture([], none, false)]}
                     || code:ensure_loaded('Elixir.Phoenix.PubSub') =:= {module, 'Elixir.Phoenix.PubSub'},
                        {F, A} <- broadcast_functions()]
@@ -2951,6 +2958,17 @@ on_broadcast(Pid, Mfa, {PubSub, From, Topic, Message}, Ts, St) ->
             St1 = record(1, 8 bor 64, Pid, Ts, Mfa, 0, [Topic, Message], [TRef], St),
             record(2, 0, Pid, Ts, Mfa, 0, #{reached => lists:sublist(Subscribers, 50),
                                             count => length(Subscribers)}, [TRef], St1)
+    end.
+
+%% A channel's reply to a push (handle_in's {:reply, {status, payload}, socket}) goes
+%% through Phoenix.Channel.Server.reply/6, after the handled_in telemetry: a framework
+%% span whose value is the reply.
+on_channel_reply(Pid, Mfa, Args, Reply, Ts, St) ->
+    case [R || {R, #{kind := framework}} <- maps:to_list(St#st.traces)] of
+        [] -> St;
+        [TRef | _] ->
+            St1 = record(1, 8 bor 64, Pid, Ts, Mfa, 0, Args, [TRef], St),
+            record(2, 0, Pid, Ts, Mfa, 0, Reply, [TRef], St1)
     end.
 
 %% In the relay: the handler's items become records of the framework trace.

@@ -479,12 +479,15 @@ class ChannelTopic:
     joins: list[tuple[str, float, str]]  # pid, time, result
     handled: dict[str, int]  # handle_in event -> count
     broadcasts: list[Broadcast]
+    replies: list[tuple[str, str, Any]] = field(default_factory=list)  # event, status, payload
 
     def as_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "channel": self.channel,
                 "joins": [{"pid": p, "at": t, "result": r} for p, t, r in self.joins],
                 "handled": self.handled,
-                "broadcasts": [b.as_dict() for b in self.broadcasts]}
+                "broadcasts": [b.as_dict() for b in self.broadcasts],
+                "replies": [{"event": e, "status": st, "payload": to_json(p)}
+                            for e, st, p in self.replies]}
 
 
 def broadcasts(rec: RecordingQueries) -> list[Broadcast]:
@@ -515,10 +518,19 @@ def channels(rec: RecordingQueries) -> list[ChannelTopic]:
 
     def entry(topic: str) -> dict[str, Any]:
         return topics.setdefault(topic, {"channel": None, "joins": [], "handled": {},
-                                         "broadcasts": []})
+                                         "broadcasts": [], "replies": []})
 
+    last_pushed: dict[str, str] = {}  # pid -> the event of its last handle_in
     for span in framework_spans(rec):
         args = _value(span.args_payload)
+        if (span.module, span.function) == ("Phoenix.Channel.Server", "reply") \
+                and isinstance(args, list) and args:
+            reply = _value(span.result_payload)
+            status, payload = reply if isinstance(reply, tuple) and len(reply) == 2 \
+                else (reply, None)
+            entry(_text(args[0]) or "?")["replies"].append(
+                (last_pushed.get(span.pid, "?"), str(status), payload))
+            continue
         if span.function == "join" and span.arity == 3 and isinstance(args, list) and args:
             topic = entry(_text(args[0]) or "?")
             topic["channel"] = span.module
@@ -529,6 +541,7 @@ def channels(rec: RecordingQueries) -> list[ChannelTopic]:
             topic["channel"] = span.module
             event = _text(args[0]) or "?"
             topic["handled"][event] = topic["handled"].get(event, 0) + 1
+            last_pushed[span.pid] = event
     for broadcast in broadcasts(rec):
         entry(broadcast.topic)["broadcasts"].append(broadcast)
     return [ChannelTopic(topic=name, **fields) for name, fields in sorted(topics.items())]

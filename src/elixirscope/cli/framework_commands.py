@@ -142,6 +142,9 @@ def channels(recording: Path, as_json: bool) -> None:
         pushed = ", ".join(f"{event} x{count}" for event, count in topic.handled.items())
         rows.append([topic.topic, topic.channel or "", str(len(topic.joins)),
                      str(len(topic.broadcasts)), pushed])
+        for event, status, payload in topic.replies[:5]:
+            rows.append(["", "", "", "", f"replied to {event}: {{:{status}, "
+                         f"{_cut(inspect(payload), 60)}}}"])
         for broadcast in topic.broadcasts[:5]:
             reached = ", ".join(broadcast.reached[:5]) + (
                 f" (+{broadcast.count - 5})" if broadcast.count > 5 else "")
