@@ -248,12 +248,41 @@ def test_no_handler_or_pattern_is_left_behind(shop: ShopNode, node: elixirscope.
         assert http.get("/api/products/1")[0] == 200
 
 
-def test_a_node_without_telemetry_says_so() -> None:
-    from elixirscope.sample_nodes import start_bare
-    with start_bare("erl", name_prefix="no_tel") as beam, \
-            elixirscope.attach(beam.name, beam.cookie) as scope, \
-            pytest.raises(elixirscope.TraceError, match="telemetry is not loaded"):
+def test_a_limit_in_the_vm_stops_the_framework_trace_and_detaches_it(
+        shop: ShopNode, node: elixirscope.Node, tmp_path: Path) -> None:
+    with elixirscope.attach(node, max_events=100) as scope:
         scope.trace_framework()
+        recorder = scope.record(tmp_path / "limited.duckdb")
+        with HttpClient(shop.url) as http:
+            for i in range(20):
+                http.get(f"/api/products/{1 + i % 12}")
+        deadline = time.monotonic() + 10
+        while scope.stopped is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stats = recorder.stop()
+        assert scope.stopped is not None and scope.stopped.reason == "max_events"
+        # Nothing of the framework trace is left attached, and the app serves on.
+        assert our_handlers(node) == []
+        with HttpClient(shop.url) as http:
+            assert http.get("/api/products/1")[0] == 200
+    assert 100 <= stats.events < 400  # checked every 256 records: may pass by that much
+
+
+def test_a_node_without_telemetry_says_so(tmp_path: Path) -> None:
+    from elixirscope.sample_nodes import start_bare
+    with start_bare("erl", name_prefix="no_tel") as beam:
+        with elixirscope.attach(beam.name, beam.cookie) as scope, \
+                pytest.raises(elixirscope.TraceError, match="telemetry is not loaded"):
+            scope.trace_framework()
+        alone = cli("record", beam.name, "--cookie", beam.cookie, "--phoenix",
+                    "--duration", "1", "-o", str(tmp_path / "alone.duckdb"))
+        assert alone.returncode != 0 and "Traceback" not in alone.stderr
+        assert ":telemetry is not loaded on" in alone.stderr
+        mixed = cli("record", beam.name, "--cookie", beam.cookie, "--phoenix",
+                    "--trace-function", "lists:seq/2", "--duration", "1", "-o",
+                    str(tmp_path / "mixed.duckdb"))
+        assert mixed.returncode == 0, mixed.stderr
+        assert "the other traces go on" in mixed.stderr
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
