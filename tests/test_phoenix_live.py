@@ -334,3 +334,17 @@ def test_demo_phoenix(tmp_path: Path) -> None:
     titles = " ".join(finding["title"] for finding in summary["findings"])
     assert 'ShopWeb.CartLive.handle_event "checkout"' in titles
     assert "workload:" in result.stderr
+
+
+def test_analyze_recognizes_the_phoenix_layers(node: elixirscope.Node) -> None:
+    from elixirscope.code_analysis import analyze_node
+    found = node.run(analyze_node(node.anode))
+    kinds = {m.name: m.kinds for m in found.modules}
+    assert "LiveView" in kinds["ShopWeb.CartLive"]
+    assert "LiveComponent" in kinds["ShopWeb.CartSummary"]
+    assert "Channel" in kinds["ShopWeb.RoomChannel"]
+    assert "Phoenix controller" in kinds["ShopWeb.ProductController"]
+    assert "Phoenix router" in kinds["ShopWeb.Router"]
+    assert "Ecto repo" in kinds["Shop.Repo"]
+    assert "Ecto schema" in kinds["Shop.Product"]
+    assert "GenServer" in kinds["Shop.PriceUpdater"]

@@ -61,7 +61,7 @@ _OUTPUT_LIMIT = 1 << 20
 _OUTPUT_TAIL_LINES = 60
 _COMPILE_TIMEOUT = 300.0
 # Bumped when the way the cache is built changes, so old entries are not reused.
-_CACHE_FORMAT = "1"
+_CACHE_FORMAT = "2"
 _NAME_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
@@ -223,7 +223,8 @@ def _build(spec: _AppSpec, app_dir: Path, files: Sequence[Path], ebin: Path) -> 
         command = [executable("elixirc"), "-o", str(ebin), *map(str, files)]
     else:
         erl_files = [str(path) for path in files if path.suffix == ".erl"]
-        command = [executable("erlc"), "-o", str(ebin), *erl_files]
+        # With debug info, as rebar3 and mix build by default (code analysis reads it).
+        command = [executable("erlc"), "+debug_info", "-o", str(ebin), *erl_files]
     try:
         result = subprocess.run(
             command,

@@ -47,19 +47,22 @@ class AgentLoadError(ElixirScopeError):
     """The agent could not be compiled or loaded on the node."""
 
 
-def session_module() -> Atom:
-    return Atom(f"{RELEASE_PREFIX}_{secrets.token_hex(4)}")
+def session_module(source_name: str = SOURCE_NAME) -> Atom:
+    prefix = f"{source_name}_{re.sub(r'[^0-9a-zA-Z]', '_', __version__)}"
+    return Atom(f"{prefix}_{secrets.token_hex(4)}")
 
 
-def agent_source(module: Atom) -> str:
-    """The agent's Erlang source, with the module named ``module``."""
-    text = resources.files("elixirscope.agent").joinpath(f"{SOURCE_NAME}.erl").read_text()
-    return text.replace(f"-module({SOURCE_NAME}).", f"-module({module}).", 1)
+def agent_source(module: Atom, source_name: str = SOURCE_NAME) -> str:
+    """The Erlang source of the agent (or of another helper module shipped beside it,
+    ``elixirscope_analyzer``), with the module named ``module``."""
+    text = resources.files("elixirscope.agent").joinpath(f"{source_name}.erl").read_text()
+    return text.replace(f"-module({source_name}).", f"-module({module}).", 1)
 
 
-async def load_agent(node: AsyncNode) -> Atom:
-    """Compiles and loads a copy of the agent for one session; returns its module."""
-    module = session_module()
+async def load_agent(node: AsyncNode, source_name: str = SOURCE_NAME) -> Atom:
+    """Compiles and loads a copy of the agent (or of the helper ``source_name``) for one
+    session; returns its module."""
+    module = session_module(source_name)
     compiler = await node.rpc("code", "ensure_loaded", [Atom("compile")])
     if compiler != (Atom("module"), Atom("compile")):
         raise AgentLoadError(
@@ -69,9 +72,16 @@ async def load_agent(node: AsyncNode) -> Atom:
         )
     try:
         loaded = await eval_erlang(node, _COMPILE_ON_NODE,
-                                   bindings={"Src": agent_source(module)}, timeout=60.0)
+                                   bindings={"Src": agent_source(module, source_name)},
+                                   timeout=60.0)
     except RemoteError as exc:
         raise AgentLoadError(f"compiling the agent on {node.name} failed: {exc}") from None
     if loaded != (Atom("module"), module):
         raise AgentLoadError(f"loading the agent on {node.name} failed: {loaded!r}")
     return module
+
+
+async def unload(node: AsyncNode, module: Atom) -> None:
+    """Deletes and purges a helper module loaded with ``load_agent``."""
+    await node.rpc("code", "delete", [module])
+    await node.rpc("code", "purge", [module])

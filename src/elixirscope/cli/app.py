@@ -20,6 +20,7 @@ from elixirscope.version import __version__
 # when that command runs, so a question asked of a recording does not pay for the
 # tracing, the web UI and every other command.
 COMMANDS = {
+    'analyze': "analyze_command:analyze",
     'channels': "framework_commands:channels",
     'demo': "demo_command:demo",
     'diagnose': "diagnose_command:diagnose",
@@ -32,6 +33,7 @@ COMMANDS = {
     'liveviews': "framework_commands:liveviews",
     'modules': "modules_command:modules",
     'nodes': "node_commands:nodes",
+    'plan': "plan_command:plan",
     'ps': "node_commands:ps",
     'queries': "framework_commands:queries",
     'query': "recording_commands:query",

@@ -25,6 +25,7 @@ from elixirscope.beam_names import mfa_display, parse_mfa_text
 from elixirscope.cli import output
 from elixirscope.cli.diagnose_command import diagnosed
 from elixirscope.cli.options import json_option, node_options
+from elixirscope.cli.plan_command import apply_plan
 from elixirscope.cli.ui_command import (
     UIOptions,
     announce,
@@ -36,6 +37,7 @@ from elixirscope.cli.ui_command import (
 from elixirscope.dist.node import connect
 from elixirscope.errors import ElixirScopeError
 from elixirscope.etf import Atom
+from elixirscope.planner import Plan
 from elixirscope.recording.correlate import PHASES
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
@@ -101,6 +103,9 @@ def limit_options(command: Any) -> Any:
                                       "node; a start that takes longer is undone.")
 @click.option("--partial-ok", is_flag=True,
               help="Exit 0 even when a limit stopped the tracing before the end.")
+@click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False,
+                                                   path_type=Path),
+              default=None, help="Trace what a plan file says (elixirscope plan -o FILE).")
 @click.option("--phoenix", "phoenix", is_flag=True,
               help="Trace the framework layer through :telemetry, nothing added to the app: "
                    "HTTP requests, LiveView callbacks with their assigns as state, channel "
@@ -136,7 +141,8 @@ def limit_options(command: Any) -> Any:
 def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, ...],
            level: str, functions: tuple[str, ...], global_only: bool,
            processes: tuple[str, ...], includes: str, children: bool, force: bool,
-           setup_timeout: float, partial_ok: bool, phoenix: bool, redact: str | None,
+           setup_timeout: float, partial_ok: bool, plan_path: Path | None, phoenix: bool,
+           redact: str | None,
            with_state: bool, duration: float | None,
            metrics_hz: float, metrics_top: int, path: Path | None, overflow: str,
            capacity: int, with_ui: bool, host: str, port: int, no_token: bool,
@@ -147,9 +153,11 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
     with --ui the recording is shown live in the browser at the printed URL. Exits 1
     when a limit stopped the tracing early (the recording keeps what it captured),
     unless --partial-ok."""
-    if not (modules or functions or processes or phoenix):
+    if not (modules or functions or processes or phoenix or plan_path):
         raise click.UsageError("name something to trace: --trace MODULE, "
-                               "--trace-function M.F/A, --trace-process PID or --phoenix")
+                               "--trace-function M.F/A, --trace-process PID, --phoenix "
+                               "or --plan FILE")
+    planned = Plan.load(plan_path) if plan_path is not None else None
     if capacity < 1 or capacity & (capacity - 1):
         raise click.BadParameter(f"{capacity} is not a power of two", param_hint="--capacity")
     include = [item.strip() for item in includes.split(",") if item.strip()]
@@ -175,10 +183,12 @@ def record(node: str, cookie: str | None, name: str | None, modules: tuple[str, 
         for process in processes:
             scope.trace_process(process, include_children=children, include=include,
                                 force=force)
+        if planned is not None:
+            apply_plan(scope, planned, force=force)
         if phoenix:
             trace_phoenix(scope, force=force, redact=None if redact is None else
                           [key.strip() for key in redact.split(",") if key.strip()],
-                          alone=not (modules or functions or processes))
+                          alone=not (modules or functions or processes or planned))
         if metrics_hz > 0:
             scope.sample_metrics(metrics_top, metrics_hz)
         output.err.print(f"tracing {scope.node.name} into {target} since "

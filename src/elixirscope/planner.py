@@ -1,0 +1,260 @@
+"""The instrumentation planner: measure first, then choose what to trace within an event
+budget.
+
+1. The candidates are the functions of the node's own applications (or of the modules
+   given), with what the code analysis says of them (``code_analysis``).
+2. Their call rates are measured with ``call_count`` trace patterns for a short window
+   (a counter per function in the VM: no trace message, no process flag), removed in
+   the same remote evaluation that set them, so nothing stays if we go away meanwhile.
+3. Each function gets a relevance score: the focus (a module, a process's callback
+   module, or symptom words matched against module and function names), being a
+   behaviour callback, calling other processes, sleeping or blocking, being in a risk
+   the analysis found, its complexity.
+4. Functions are taken most relevant first while their expected events fit the budget
+   (``detailed`` level: a call and its return, two more for each call to another
+   process it makes); the first that does not fit is taken sampled, so the plan fills
+   the budget. Functions called too often to fit even alone are left out with a note.
+
+A plan is grouped per module (one trace each, ``only`` its chosen functions, one
+sample rate), printed, saved as JSON and recorded with ``record --plan``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elixirscope.beam_names import module_atom
+from elixirscope.code_analysis import CodeAnalysis, FunctionInfo, analyze_node
+from elixirscope.dist.async_node import AsyncNode
+from elixirscope.errors import ElixirScopeError
+from elixirscope.etf import Atom
+from elixirscope.process_labels import fetch_labels
+from elixirscope.remote_eval import eval_erlang
+
+__all__ = ["Plan", "PlanError", "PlanItem", "make_plan"]
+
+LEVEL = "detailed"
+EVENTS_PER_CALL = 2  # a call and its return (or exception)
+EVENTS_PER_WAIT = 2  # a call to another process made inside: its call and return
+MIN_SAMPLE_RATE = 0.01
+MAX_WINDOW = 10.0
+_PROCESS_CALLS = ("GenServer.call/", ":gen_server.call/", ":gen_statem.call/", ":gen.call/")
+
+_COUNT = """
+Patterns = [{M, '_', '_'} || M <- Modules, code:ensure_loaded(M) =:= {module, M}],
+try
+    [erlang:trace_pattern(P, true, [call_count, local]) || P <- Patterns],
+    timer:sleep(WindowMs),
+    [{M, F, A, N} || {M, _, _} <- Patterns, {F, A} <- M:module_info(functions),
+                     {call_count, N} <- [erlang:trace_info({M, F, A}, call_count)],
+                     is_integer(N), N > 0]
+after
+    [erlang:trace_pattern(P, false, [call_count, local]) || P <- Patterns]
+end
+"""
+
+
+class PlanError(ElixirScopeError):
+    """A plan could not be made, or a plan file could not be read."""
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One trace: a module, the functions of it chosen, at one sample rate."""
+
+    module: str
+    functions: tuple[tuple[str, int], ...]
+    level: str
+    sample_rate: float
+    calls_per_s: float
+    expected_events_per_s: float
+    why: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    node: str
+    budget: float
+    focus: str | None
+    window_s: float
+    items: tuple[PlanItem, ...]
+    left_out: tuple[str, ...] = field(default=())  # why functions were not taken
+
+    @property
+    def expected_events_per_s(self) -> float:
+        return sum(item.expected_events_per_s for item in self.items)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "budget": self.budget, "focus": self.focus,
+                "window_s": self.window_s, "items": [item.as_dict() for item in self.items],
+                "left_out": list(self.left_out),
+                "expected_events_per_s": self.expected_events_per_s}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        try:
+            data = json.loads(path.read_text())
+            items = tuple(PlanItem(
+                module=str(item["module"]),
+                functions=tuple((str(f), int(a)) for f, a in item["functions"]),
+                level=str(item["level"]), sample_rate=float(item["sample_rate"]),
+                calls_per_s=float(item["calls_per_s"]),
+                expected_events_per_s=float(item["expected_events_per_s"]),
+                why=tuple(str(w) for w in item.get("why", ())))
+                for item in data["items"])
+            return cls(node=str(data["node"]), budget=float(data["budget"]),
+                       focus=data.get("focus"), window_s=float(data["window_s"]),
+                       items=items, left_out=tuple(data.get("left_out", ())))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PlanError(f"{path} is not a plan written by elixirscope plan: {exc}") \
+                from None
+
+
+@dataclass
+class _Candidate:
+    info: FunctionInfo
+    calls_per_s: float
+    score: float
+    why: list[str]
+
+    @property
+    def cost(self) -> float:
+        waits = sum(n for callee, n in self.info.calls if callee.startswith(_PROCESS_CALLS))
+        return self.calls_per_s * (EVENTS_PER_CALL + EVENTS_PER_WAIT * min(waits, 1))
+
+
+async def make_plan(node: AsyncNode, budget: float, *, focus: str | None = None,
+                    modules: list[str] | None = None, window: float = 1.0) -> Plan:
+    """Measures the node for ``window`` seconds and plans traces within ``budget``
+    events per second, most relevant to ``focus`` first."""
+    if budget <= 0:
+        raise PlanError("the budget is a number of events per second above 0")
+    window = min(max(window, 0.1), MAX_WINDOW)
+    focus_modules = await _focus_modules(node, focus) if focus else set()
+    analysis = await analyze_node(node, modules, supervisors=False)
+    wanted = [m for m in analysis.modules if m.debug_info]
+    if not wanted:
+        raise PlanError(f"none of the modules to plan for has debug info on {node.name}")
+    counts = await eval_erlang(node, _COUNT, timeout=window + 60, bindings={
+        "Modules": [module_atom(m.name) for m in wanted], "WindowMs": int(window * 1000)})
+    rates = {(_display(m), str(f), int(a)): n / window for m, f, a, n in counts}
+    candidates = _candidates(analysis, rates, focus, focus_modules)
+    return _choose(node.name, budget, focus, window, candidates)
+
+
+def _display(module: Atom) -> str:
+    text = str(module)
+    return text.removeprefix("Elixir.") if text.startswith("Elixir.") else f":{text}"
+
+
+async def _focus_modules(node: AsyncNode, focus: str) -> set[str]:
+    """The modules a focus names: a module, or the callback module of a process named
+    (registered name, label or pid)."""
+    found = {focus.strip()}
+    pids = await node.rpc("erlang", "processes", [])
+    labels = await fetch_labels(node, pids)
+    for label in labels:
+        if label is None:
+            continue
+        if focus.strip() in (label.text, label.registered):
+            call = label.initial_call.split(".")
+            if len(call) > 1:
+                found.add(".".join(call[:-1]))
+    return found
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.split(r"[^a-z0-9]+", text.lower()) if len(w) > 2}
+
+
+def _candidates(analysis: CodeAnalysis, rates: dict[tuple[str, str, int], float],
+                focus: str | None, focus_modules: set[str]) -> list[_Candidate]:
+    risky = {risk.function for risk in analysis.risks}
+    words = _words(focus or "")
+    found = []
+    for module in analysis.modules:
+        for info in module.functions:
+            if info.name.startswith("__") or info.name == "module_info":
+                continue  # what the compiler generates
+            why: list[str] = []
+            score = 1.0
+            if module.name in focus_modules:
+                score += 6
+                why.append("in the focus")
+            matched = {w for w in words for n in _words(module.name) | _words(info.name)
+                       if min(len(w), len(n)) >= 4 and (w.startswith(n) or n.startswith(w))}
+            if matched:
+                score += 4
+                why.append(f"matches {', '.join(sorted(matched))}")
+            if info.name in {"handle_call", "handle_cast", "handle_info", "handle_event",
+                             "handle_continue", "mount", "handle_params", "handle_in"}:
+                score += 3
+                why.append("a callback")
+            if info.targets:
+                score += 2
+                why.append("calls other processes")
+            if info.sleeps or info.blocking:
+                score += 3
+                why.append("sleeps or blocks")
+            if info.mfa in risky:
+                score += 3
+                why.append("in a risk the analysis found")
+            if info.complexity >= 5:
+                score += 1
+                why.append(f"complexity {info.complexity}")
+            rate = rates.get((module.name, info.name, info.arity), 0.0)
+            found.append(_Candidate(info, rate, score, why))
+    return found
+
+
+def _choose(node: str, budget: float, focus: str | None, window: float,
+            candidates: list[_Candidate]) -> Plan:
+    # Most relevant first; among equals the cheaper, so more of them fit.
+    ordered = sorted(candidates, key=lambda c: (-c.score, c.cost, c.info.mfa))
+    left = budget
+    taken: dict[str, list[tuple[_Candidate, float]]] = {}
+    left_out: list[str] = []
+    for candidate in ordered:
+        if candidate.calls_per_s == 0 and candidate.score < 4:
+            continue  # not called while measured, and nothing points at it
+        cost = candidate.cost
+        if cost <= left:
+            taken.setdefault(candidate.info.module, []).append((candidate, 1.0))
+            left -= cost
+        elif left >= cost * MIN_SAMPLE_RATE and left > 0:
+            taken.setdefault(candidate.info.module, []).append((candidate, left / cost))
+            left = 0.0
+        else:
+            left_out.append(f"{candidate.info.mfa}: {candidate.calls_per_s:,.0f} calls/s, "
+                            f"~{cost:,.0f} events/s would pass the budget")
+    items = []
+    for module, chosen in taken.items():
+        # One sample rate per module trace: the lowest its functions need; the others
+        # of the module then cost less than planned, and the budget is kept.
+        rate = min(r for _, r in chosen)
+        cost = sum(c.cost for c, _ in chosen)
+        if rate < 1.0:
+            full = sum(c.cost for c, r in chosen if r >= 1.0)
+            partial = next(c for c, r in chosen if r < 1.0)
+            wanted = full + partial.cost * rate
+            rate = max(MIN_SAMPLE_RATE, min(1.0, wanted / cost)) if cost else 1.0
+        items.append(PlanItem(
+            module=module,
+            functions=tuple((c.info.name, c.info.arity) for c, _ in chosen),
+            level=LEVEL, sample_rate=round(rate, 4),
+            calls_per_s=round(sum(c.calls_per_s for c, _ in chosen), 1),
+            expected_events_per_s=round(cost * rate, 1),
+            why=tuple(dict.fromkeys(w for c, _ in chosen for w in c.why))[:6]))
+    items.sort(key=lambda item: -item.expected_events_per_s)
+    return Plan(node=node, budget=budget, focus=focus, window_s=window, items=tuple(items),
+                left_out=tuple(left_out[:50]))
