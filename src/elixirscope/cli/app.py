@@ -26,6 +26,7 @@ COMMANDS = {
     'diagnose': "diagnose_command:diagnose",
     'doctor': "doctor_command:doctor",
     'eval': "node_commands:eval_",
+    'explain': "explain_command:explain",
     'export': "export_command:export",
     'find': "analysis_commands:find",
     'flow': "recording_commands:flow",
