@@ -196,7 +196,9 @@ def _module(module: str, data: dict[Any, Any]) -> ModuleInfo:
             callee.startswith("Phoenix.Controller.") for f in get("functions") or []
             for callee in _callees(f)):
         kinds = [kind for kind in kinds if kind != "Plug"] + ["Phoenix controller"]
-    functions = tuple(_function(name, f) for f in get("functions") or [])
+    # __info__/1, __struct__/0, __schema__/1 ...: what `use` and defstruct generate.
+    functions = tuple(f for f in (_function(name, data) for data in get("functions") or [])
+                      if not f.name.startswith("__"))
     if any(callee.startswith("Agent.start") for f in functions for callee, _ in f.calls) \
             and "child_spec/1" in exports:
         kinds.append("Agent")

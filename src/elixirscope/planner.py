@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from elixirscope.beam_names import module_atom
 from elixirscope.code_analysis import CodeAnalysis, FunctionInfo, analyze_node
@@ -34,8 +34,9 @@ from elixirscope.errors import ElixirScopeError
 from elixirscope.etf import Atom
 from elixirscope.process_labels import fetch_labels
 from elixirscope.remote_eval import eval_erlang
+from elixirscope.tracing.scope import Level, Scope
 
-__all__ = ["Plan", "PlanError", "PlanItem", "make_plan"]
+__all__ = ["Plan", "PlanError", "PlanItem", "apply_plan", "make_plan"]
 
 LEVEL = "detailed"
 EVENTS_PER_CALL = 2  # a call and its return (or exception)
@@ -258,3 +259,10 @@ def _choose(node: str, budget: float, focus: str | None, window: float,
     items.sort(key=lambda item: -item.expected_events_per_s)
     return Plan(node=node, budget=budget, focus=focus, window_s=window, items=tuple(items),
                 left_out=tuple(left_out[:50]))
+
+
+def apply_plan(scope: Scope, made: Plan, *, force: bool = False) -> None:
+    """Starts the plan's traces: one module trace per item, only its functions."""
+    for item in made.items:
+        scope.trace(item.module, cast(Level, item.level), only=list(item.functions),
+                    sample_rate=item.sample_rate, force=force)

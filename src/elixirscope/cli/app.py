@@ -32,6 +32,7 @@ COMMANDS = {
     'flow': "recording_commands:flow",
     'history': "state_commands:history",
     'liveviews': "framework_commands:liveviews",
+    'mcp': "mcp_command:mcp",
     'modules': "modules_command:modules",
     'nodes': "node_commands:nodes",
     'plan': "plan_command:plan",

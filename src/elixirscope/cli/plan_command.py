@@ -4,7 +4,6 @@ within an event budget; ``record NODE --plan plan.json`` records it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import click
 
@@ -12,8 +11,7 @@ from elixirscope.cli import output
 from elixirscope.cli.listing import print_listing
 from elixirscope.cli.options import json_option
 from elixirscope.dist.node import connect
-from elixirscope.planner import Plan, make_plan
-from elixirscope.tracing.scope import Level, Scope
+from elixirscope.planner import make_plan
 
 
 @click.command()
@@ -63,10 +61,3 @@ def plan(node: str, budget: float, focus: str | None, modules: tuple[str, ...], 
         output.err.print(f"left out: {line}")
     if path is not None:
         output.err.print(f"plan written to {path}: elixirscope record {node} --plan {path}")
-
-
-def apply_plan(scope: Scope, made: Plan, *, force: bool = False) -> None:
-    """Starts the plan's traces."""
-    for item in made.items:
-        scope.trace(item.module, cast(Level, item.level), only=list(item.functions),
-                    sample_rate=item.sample_rate, force=force)

@@ -25,7 +25,6 @@ from elixirscope.beam_names import mfa_display, parse_mfa_text
 from elixirscope.cli import output
 from elixirscope.cli.diagnose_command import diagnosed
 from elixirscope.cli.options import json_option, node_options
-from elixirscope.cli.plan_command import apply_plan
 from elixirscope.cli.ui_command import (
     UIOptions,
     announce,
@@ -37,7 +36,7 @@ from elixirscope.cli.ui_command import (
 from elixirscope.dist.node import connect
 from elixirscope.errors import ElixirScopeError
 from elixirscope.etf import Atom
-from elixirscope.planner import Plan
+from elixirscope.planner import Plan, apply_plan
 from elixirscope.recording.correlate import PHASES
 from elixirscope.recording.recorder import Recorder, RecorderStats
 from elixirscope.recording.ring import OVERFLOWS
