@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -139,9 +139,9 @@ def test_the_server_over_stdio_from_the_command_line(tmp_path: Path, bank: BeamN
 
 
 class _StubModel(BaseHTTPRequestHandler):
-    seen: list[dict[str, Any]] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (the protocol's name)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         _StubModel.seen.append({"path": self.path, "body": body,
                                 "authorization": self.headers.get("authorization")})

@@ -79,6 +79,7 @@ class FunctionInfo:
     sleeps: int
     blocking: tuple[str, ...]
     receives: int
+    exported: bool = True
 
     @property
     def mfa(self) -> str:
@@ -197,7 +198,9 @@ def _module(module: str, data: dict[Any, Any]) -> ModuleInfo:
             for callee in _callees(f)):
         kinds = [kind for kind in kinds if kind != "Plug"] + ["Phoenix controller"]
     # __info__/1, __struct__/0, __schema__/1 ...: what `use` and defstruct generate.
-    functions = tuple(f for f in (_function(name, data) for data in get("functions") or [])
+    exported = set(exports)
+    functions = tuple(f for f in (_function(name, data, exported)
+                                  for data in get("functions") or [])
                       if not f.name.startswith("__"))
     if any(callee.startswith("Agent.start") for f in functions for callee, _ in f.calls) \
             and "child_spec/1" in exports:
@@ -216,7 +219,7 @@ def _callees(data: dict[Any, Any]) -> list[str]:
     return [mfa_display(str(m), str(f), a) for (m, f, a), _ in calls]
 
 
-def _function(module: str, data: dict[Any, Any]) -> FunctionInfo:
+def _function(module: str, data: dict[Any, Any], exported: set[str]) -> FunctionInfo:
     fields = {str(k): v for k, v in data.items()}
     get = fields.get
 
@@ -233,7 +236,8 @@ def _function(module: str, data: dict[Any, Any]) -> FunctionInfo:
         size=number("size"), calls=calls, targets=targets, sleeps=number("sleeps"),
         blocking=tuple(mfa_display(str(m), str(f), a)
                        for m, f, a in get("blocking") or []),
-        receives=number("receives"))
+        receives=number("receives"),
+        exported=f"{get('name')}/{number('arity')}" in exported)
 
 
 def _target(target: Any) -> str:

@@ -40,10 +40,12 @@ __all__ = ["Plan", "PlanError", "PlanItem", "apply_plan", "make_plan"]
 
 LEVEL = "detailed"
 EVENTS_PER_CALL = 2  # a call and its return (or exception)
-EVENTS_PER_WAIT = 2  # a call to another process made inside: its call and return
+EVENTS_PER_WAIT = 2  # a call to another process made under a traced call: call, return
 MIN_SAMPLE_RATE = 0.01
 MAX_WINDOW = 10.0
-_PROCESS_CALLS = ("GenServer.call/", ":gen_server.call/", ":gen_statem.call/", ":gen.call/")
+_PROCESS_CALLS = ("GenServer.call/", ":gen_server.call/", ":gen_statem.call/", ":gen.call/",
+                  "Agent.get/", "Agent.update/", "Agent.get_and_update/", "Task.await/",
+                  "GenServer.multi_call/", "Supervisor.which_children/")
 
 _COUNT = """
 Patterns = [{M, '_', '_'} || M <- Modules, code:ensure_loaded(M) =:= {module, M}],
@@ -127,11 +129,15 @@ class _Candidate:
     calls_per_s: float
     score: float
     why: list[str]
+    # The analysed functions under it (itself included) that call another process
+    # directly, with their call rates: each such call made under a traced call is
+    # recorded too (a wait: its call and its return).
+    waits: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def cost(self) -> float:
-        waits = sum(n for callee, n in self.info.calls if callee.startswith(_PROCESS_CALLS))
-        return self.calls_per_s * (EVENTS_PER_CALL + EVENTS_PER_WAIT * min(waits, 1))
+    def cost(self, covered: set[str]) -> float:
+        """Events per second it adds to what ``covered`` waits already bring."""
+        extra = sum(rate for mfa, rate in self.waits.items() if mfa not in covered)
+        return EVENTS_PER_CALL * self.calls_per_s + EVENTS_PER_WAIT * extra
 
 
 async def make_plan(node: AsyncNode, budget: float, *, focus: str | None = None,
@@ -181,6 +187,7 @@ def _words(text: str) -> set[str]:
 def _candidates(analysis: CodeAnalysis, rates: dict[tuple[str, str, int], float],
                 focus: str | None, focus_modules: set[str]) -> list[_Candidate]:
     risky = {risk.function for risk in analysis.risks}
+    by_mfa = {f.mfa: f for m in analysis.modules for f in m.functions}
     words = _words(focus or "")
     found = []
     for module in analysis.modules:
@@ -214,48 +221,65 @@ def _candidates(analysis: CodeAnalysis, rates: dict[tuple[str, str, int], float]
                 score += 1
                 why.append(f"complexity {info.complexity}")
             rate = rates.get((module.name, info.name, info.arity), 0.0)
-            found.append(_Candidate(info, rate, score, why))
+            waits = {mfa: rates.get((callee.module, callee.name, callee.arity), 0.0)
+                     for mfa, callee in _under(info, by_mfa, 3).items()
+                     if any(c.startswith(_PROCESS_CALLS) for c, _ in callee.calls)}
+            found.append(_Candidate(info, rate, score, why, waits))
+    return found
+
+
+def _under(info: FunctionInfo, by_mfa: dict[str, FunctionInfo], depth: int
+           ) -> dict[str, FunctionInfo]:
+    """The function and the analysed functions it calls, ``depth`` levels down."""
+    found = {info.mfa: info}
+    if depth > 0:
+        for callee, _ in info.calls:
+            inner = by_mfa.get(callee)
+            if inner is not None and callee not in found:
+                found |= _under(inner, by_mfa, depth - 1)
     return found
 
 
 def _choose(node: str, budget: float, focus: str | None, window: float,
             candidates: list[_Candidate]) -> Plan:
     # Most relevant first; among equals the cheaper, so more of them fit.
-    ordered = sorted(candidates, key=lambda c: (-c.score, c.cost, c.info.mfa))
+    ordered = sorted(candidates, key=lambda c: (-c.score, c.cost(set()), c.info.mfa))
     left = budget
-    taken: dict[str, list[tuple[_Candidate, float]]] = {}
+    covered: set[str] = set()
+    taken: dict[str, list[tuple[_Candidate, float, float]]] = {}
     left_out: list[str] = []
     for candidate in ordered:
         if candidate.calls_per_s == 0 and candidate.score < 4:
             continue  # not called while measured, and nothing points at it
-        cost = candidate.cost
+        cost = candidate.cost(covered)
         if cost <= left:
-            taken.setdefault(candidate.info.module, []).append((candidate, 1.0))
+            taken.setdefault(candidate.info.module, []).append((candidate, 1.0, cost))
+            covered |= set(candidate.waits)
             left -= cost
         elif left >= cost * MIN_SAMPLE_RATE and left > 0:
-            taken.setdefault(candidate.info.module, []).append((candidate, left / cost))
+            taken.setdefault(candidate.info.module, []).append((candidate, left / cost, cost))
+            covered |= set(candidate.waits)
             left = 0.0
         else:
             left_out.append(f"{candidate.info.mfa}: {candidate.calls_per_s:,.0f} calls/s, "
                             f"~{cost:,.0f} events/s would pass the budget")
     items = []
     for module, chosen in taken.items():
-        # One sample rate per module trace: the lowest its functions need; the others
-        # of the module then cost less than planned, and the budget is kept.
-        rate = min(r for _, r in chosen)
-        cost = sum(c.cost for c, _ in chosen)
-        if rate < 1.0:
-            full = sum(c.cost for c, r in chosen if r >= 1.0)
-            partial = next(c for c, r in chosen if r < 1.0)
-            wanted = full + partial.cost * rate
-            rate = max(MIN_SAMPLE_RATE, min(1.0, wanted / cost)) if cost else 1.0
+        # One sample rate per module trace, so that the module costs what was planned
+        # for it: its functions taken whole, and the share of the one taken sampled.
+        cost = sum(c for _, _, c in chosen)
+        wanted = sum(c * r for _, r, c in chosen)
+        rate = max(MIN_SAMPLE_RATE, min(1.0, wanted / cost)) if cost else 1.0
+        # A module trace at the detailed level sees exported functions only; a private
+        # one chosen needs the full level (the same events, with the caller).
+        level = LEVEL if all(c.info.exported for c, _, _ in chosen) else "full"
         items.append(PlanItem(
             module=module,
-            functions=tuple((c.info.name, c.info.arity) for c, _ in chosen),
-            level=LEVEL, sample_rate=round(rate, 4),
-            calls_per_s=round(sum(c.calls_per_s for c, _ in chosen), 1),
-            expected_events_per_s=round(cost * rate, 1),
-            why=tuple(dict.fromkeys(w for c, _ in chosen for w in c.why))[:6]))
+            functions=tuple((c.info.name, c.info.arity) for c, _, _ in chosen),
+            level=level, sample_rate=round(rate, 4),
+            calls_per_s=round(sum(c.calls_per_s for c, _, _ in chosen), 1),
+            expected_events_per_s=round(wanted, 1),
+            why=tuple(dict.fromkeys(w for c, _, _ in chosen for w in c.why))[:6]))
     items.sort(key=lambda item: -item.expected_events_per_s)
     return Plan(node=node, budget=budget, focus=focus, window_s=window, items=tuple(items),
                 left_out=tuple(left_out[:50]))
