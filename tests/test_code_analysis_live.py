@@ -116,3 +116,22 @@ def test_the_plan_keeps_the_budget_and_takes_the_slow_function(busy_bank: BeamNo
                   "-o", str(tmp_path / "x.duckdb"))
     assert refused.returncode != 0 and "is not a plan written by elixirscope plan" in \
         refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_analyze_a_source_tree_before_the_app_runs() -> None:
+    bank = Path(__file__).resolve().parents[1] / "examples" / "bank" / "lib"
+    result = cli("analyze", "--source", str(bank), "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    modules = {m["name"]: m for m in found["modules"]}
+    assert modules["Bank.Transfer"]["kinds"] == ["GenServer"]
+    run = next(f for f in modules["Bank.Transfer"]["functions"] if f["name"] == "run")
+    assert run["sleeps"] == 1 and not run["exported"]
+    (risk,) = [r for r in found["risks"] if r["kind"] == "call_in_callback"]
+    assert "Bank.Transfer.handle_call/3 → Bank.Transfer.run/4 → Bank.Account.withdraw/3" \
+        in risk["text"]
+    only = json.loads(cli("analyze", "--source", str(bank), "Bank.Ledger", "--json").stdout)
+    assert [m["name"] for m in only["modules"]] == ["Bank.Ledger"]
+    assert only["modules"][0]["kinds"] == ["Agent"]
+    missing = cli("analyze", "--source", "/no/such/dir")
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr

@@ -20,21 +20,28 @@ analysis, summarises each module there and is unloaded. Here the summaries becom
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from elixirscope.agent.loader import load_agent, unload
 from elixirscope.beam_names import mfa_display, module_atom, module_display
 from elixirscope.dist.async_node import AsyncNode
 from elixirscope.elixir_format import inspect
-from elixirscope.etf import Atom
+from elixirscope.errors import ElixirScopeError
+from elixirscope.etf import Atom, decode
 from elixirscope.supervisors import Supervisor, live_supervisors
 
-__all__ = ["CodeAnalysis", "FunctionInfo", "ModuleInfo", "Risk", "analyze_node",
-           "application_modules"]
+__all__ = ["CodeAnalysis", "FunctionInfo", "ModuleInfo", "Risk", "SourceError",
+           "analyze_node", "analyze_source", "application_modules"]
 
 ANALYZER = "elixirscope_analyzer"
+SOURCE_ANALYZER = "elixirscope_source_analyzer.exs"
 RUNTIME_APPS = frozenset({"kernel", "stdlib", "compiler", "runtime_tools", "sasl", "erts",
                           "elixir", "logger", "iex", "mix", "crypto", "os_mon", "eex",
                           "public_key", "asn1", "ssl", "inets", "syntax_tools", "tools",
@@ -50,6 +57,7 @@ _KINDS = (
     (("gen_statem", ":gen_statem"), "gen_statem"),
     (("gen_event", ":gen_event"), "gen_event"),
     (("application", "Application", ":application"), "Application"),
+    (("Agent",), "Agent"),  # from source: `use Agent` (compiled, it declares no behaviour)
     (("Phoenix.LiveView",), "LiveView"),
     (("Phoenix.LiveComponent",), "LiveComponent"),
     (("Phoenix.Channel",), "Channel"),
@@ -178,6 +186,37 @@ async def analyze_node(node: AsyncNode, modules: list[str] | None = None,
                         risks=tuple(_risks(infos)), not_found=not_found)
 
 
+class SourceError(ElixirScopeError):
+    """A source tree could not be analysed (no such folder, no `elixir`)."""
+
+
+def analyze_source(directory: Path, modules: list[str] | None = None) -> CodeAnalysis:
+    """Analyses the Elixir files under ``directory`` before the app runs: each is parsed
+    with a local ``elixir``'s ``Code.string_to_quoted`` (never compiled or run) and
+    summarised as a node's debug info is, into the same report (``modules`` keeps only
+    those named)."""
+    if not directory.is_dir():
+        raise SourceError(f"{directory} is not a folder")
+    elixir = shutil.which("elixir")
+    if elixir is None:
+        raise SourceError("analysing a source tree needs `elixir` on PATH")
+    script = resources.files("elixirscope.agent").joinpath(SOURCE_ANALYZER)
+    with tempfile.TemporaryDirectory(prefix="elixirscope-source-") as tmp, \
+            resources.as_file(script) as script_path:
+        out = Path(tmp) / "summary.etf"
+        result = subprocess.run([elixir, str(script_path), str(directory), str(out)],
+                                capture_output=True, text=True, timeout=300, check=False)
+        if result.returncode != 0 or not out.exists():
+            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise SourceError(f"parsing {directory} failed: {' / '.join(tail)}")
+        raw = decode(out.read_bytes())
+    wanted = {module_display(str(module_atom(m))) for m in modules or []}
+    infos = [_module(str(module), data) for module, data in raw
+             if not wanted or module_display(str(module)) in wanted]
+    return CodeAnalysis(node=f"source {directory}", modules=tuple(infos),
+                        edges=_edges(infos), risks=tuple(_risks(infos)))
+
+
 def _fields(info: ModuleInfo) -> dict[str, Any]:
     return {f: getattr(info, f) for f in info.__dataclass_fields__}
 
@@ -203,7 +242,7 @@ def _module(module: str, data: dict[Any, Any]) -> ModuleInfo:
                                   for data in get("functions") or [])
                       if not f.name.startswith("__"))
     if any(callee.startswith("Agent.start") for f in functions for callee, _ in f.calls) \
-            and "child_spec/1" in exports:
+            and "child_spec/1" in exports and "Agent" not in kinds:
         kinds.append("Agent")
     reason = get("reason")
     file = get("file")
