@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 import elixirscope
 from elixirscope.code_analysis import analyze_node
-from elixirscope.planner import Plan, make_plan
+from elixirscope.planner import Plan, apply_plan, make_plan
 from elixirscope.recordings import open_recording
 from elixirscope.sample_nodes import BeamNode, start_sample
 
@@ -135,3 +136,23 @@ def test_analyze_a_source_tree_before_the_app_runs() -> None:
     assert only["modules"][0]["kinds"] == ["Agent"]
     missing = cli("analyze", "--source", "/no/such/dir")
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
+
+
+def test_a_plan_for_the_kv_app_keeps_its_budget(tmp_path: Path) -> None:
+    budget = 300.0
+    with start_sample("kv", name_prefix="t_plan_kv", workload=True) as beam:
+        time.sleep(1.5)  # the load generator ramps up
+        with elixirscope.attach(beam.name, beam.cookie) as scope:
+            made = scope.node.run(make_plan(scope.node.anode, budget, focus="kv_store"))
+            assert (made.items and made.items[0].module == ":kv_store") or any(
+                item.module == ":kv_store" for item in made.items)
+            recorder = scope.record(tmp_path / "kv.duckdb")
+            apply_plan(scope, made)
+            time.sleep(4)
+            recorder.stop()
+    with open_recording(tmp_path / "kv.duckdb") as rec:
+        events, seconds = rec.con.execute(
+            "SELECT count(*), (max(ts) - min(ts)) / 1e9 FROM events WHERE kind IN (1, 2, 3)"
+        ).fetchone()
+    assert budget * 0.75 <= events / seconds <= budget * 1.25, (events / seconds,
+                                                              made.as_dict())

@@ -334,6 +334,10 @@ def test_demo_phoenix(tmp_path: Path) -> None:
     titles = " ".join(finding["title"] for finding in summary["findings"])
     assert 'ShopWeb.CartLive.handle_event "checkout"' in titles
     assert "workload:" in result.stderr
+    explained = cli("explain", str(path))
+    assert explained.returncode == 0, explained.stderr
+    assert "Failing request: POST /api/orders" in explained.stdout
+    assert "raised in Shop.Catalog.place_order/2" in explained.stdout
 
 
 def test_analyze_recognizes_the_phoenix_layers(node: elixirscope.Node) -> None:
