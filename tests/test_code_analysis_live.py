@@ -14,6 +14,7 @@ import pytest
 
 import elixirscope
 from elixirscope.code_analysis import analyze_node
+from elixirscope.etf import Atom
 from elixirscope.planner import Plan, apply_plan, make_plan
 from elixirscope.recordings import open_recording
 from elixirscope.sample_nodes import BeamNode, start_sample
@@ -156,3 +157,29 @@ def test_a_plan_for_the_kv_app_keeps_its_budget(tmp_path: Path) -> None:
         ).fetchone()
     assert budget * 0.75 <= events / seconds <= budget * 1.25, (events / seconds,
                                                               made.as_dict())
+
+
+def test_a_plan_focused_on_a_process_traces_its_messages(busy_bank: BeamNode,
+                                                          tmp_path: Path) -> None:
+    budget = 400.0
+    with elixirscope.attach(busy_bank.name, busy_bank.cookie) as scope:
+        made = scope.node.run(make_plan(scope.node.anode, budget, focus="Bank.Transfer"))
+        first = made.items[0]
+        assert (first.kind, first.module) == ("process", "Bank.Transfer")
+        assert first.include == ("messages", "lifecycle", "state") and first.calls_per_s > 0
+        recorder = scope.record(tmp_path / "focused.duckdb")
+        apply_plan(scope, made)
+        time.sleep(4)
+        recorder.stop()
+    with elixirscope.connect(busy_bank.name, busy_bank.cookie) as node:
+        pid = node.rpc("erlang", "whereis", [Atom("Elixir.Bank.Transfer")])
+        # Neither the message counting nor the recording left a trace flag behind.
+        assert node.rpc("erlang", "trace_info", [pid, Atom("flags")]) == (Atom("flags"), [])
+    with open_recording(tmp_path / "focused.duckdb") as rec:
+        events, seconds = rec.con.execute(
+            "SELECT count(*), (max(ts) - min(ts)) / 1e9 FROM events "
+            "WHERE kind NOT IN (18, 19)").fetchone()
+        received = rec.events(pid="Bank.Transfer", kind="receive", limit=None)
+    assert received
+    assert budget * 0.6 <= events / seconds <= budget * 1.25, (events / seconds,
+                                                             made.as_dict())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -43,6 +44,7 @@ EVENTS_PER_CALL = 2  # a call and its return (or exception)
 EVENTS_PER_WAIT = 2  # a call to another process made under a traced call: call, return
 MIN_SAMPLE_RATE = 0.01
 MAX_WINDOW = 10.0
+MAX_FOCUS_PROCESSES = 5
 _PROCESS_CALLS = ("GenServer.call/", ":gen_server.call/", ":gen_statem.call/", ":gen.call/",
                   "Agent.get/", "Agent.update/", "Agent.get_and_update/", "Task.await/",
                   "GenServer.multi_call/", "Supervisor.which_children/")
@@ -61,13 +63,35 @@ end
 """
 
 
+# The messages of the focus's processes, counted by a tracer of our own for the window
+# (send and receive flags on those processes only, removed in the same evaluation; a
+# process another tracer holds is left uncounted).
+_MESSAGES = """
+Counter = spawn(fun() -> (fun Loop(N) -> receive {es_count, From} -> From ! {es_count, N};
+                                                 _ -> Loop(N + 1) end end)(0) end),
+Traced = [P || P <- Pids, is_process_alive(P),
+               (catch erlang:trace(P, true, [send, 'receive', {tracer, Counter}])) =:= 1],
+try
+    timer:sleep(WindowMs)
+after
+    [catch erlang:trace(P, false, [send, 'receive']) || P <- Traced]
+end,
+Counter ! {es_count, self()},
+Count = receive {es_count, N} -> N after 5000 -> 0 end,
+exit(Counter, kill),
+{length(Traced), Count}
+"""
+
+
 class PlanError(ElixirScopeError):
     """A plan could not be made, or a plan file could not be read."""
 
 
 @dataclass(frozen=True)
 class PlanItem:
-    """One trace: a module, the functions of it chosen, at one sample rate."""
+    """One trace: a module, the functions of it chosen, at one sample rate; or (kind
+    ``process``) a process named by the focus, ``module`` holding its name, with what
+    ``include`` says of it (its messages, lifecycle and state)."""
 
     module: str
     functions: tuple[tuple[str, int], ...]
@@ -76,6 +100,8 @@ class PlanItem:
     calls_per_s: float
     expected_events_per_s: float
     why: tuple[str, ...]
+    kind: str = "module"
+    include: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +139,9 @@ class Plan:
                 level=str(item["level"]), sample_rate=float(item["sample_rate"]),
                 calls_per_s=float(item["calls_per_s"]),
                 expected_events_per_s=float(item["expected_events_per_s"]),
-                why=tuple(str(w) for w in item.get("why", ())))
+                why=tuple(str(w) for w in item.get("why", ())),
+                kind=str(item.get("kind", "module")),
+                include=tuple(str(i) for i in item.get("include", ())))
                 for item in data["items"])
             return cls(node=str(data["node"]), budget=float(data["budget"]),
                        focus=data.get("focus"), window_s=float(data["window_s"]),
@@ -147,7 +175,8 @@ async def make_plan(node: AsyncNode, budget: float, *, focus: str | None = None,
     if budget <= 0:
         raise PlanError("the budget is a number of events per second above 0")
     window = min(max(window, 0.1), MAX_WINDOW)
-    focus_modules = await _focus_modules(node, focus) if focus else set()
+    focus_modules, focus_processes = (await _focus(node, focus) if focus
+                                      else (set(), []))
     analysis = await analyze_node(node, modules, supervisors=False)
     wanted = [m for m in analysis.modules if m.debug_info]
     if not wanted:
@@ -156,7 +185,13 @@ async def make_plan(node: AsyncNode, budget: float, *, focus: str | None = None,
         "Modules": [module_atom(m.name) for m in wanted], "WindowMs": int(window * 1000)})
     rates = {(_display(m), str(f), int(a)): n / window for m, f, a, n in counts}
     candidates = _candidates(analysis, rates, focus, focus_modules)
-    return _choose(node.name, budget, focus, window, candidates)
+    processes = []
+    for name, pid, server in focus_processes[:MAX_FOCUS_PROCESSES]:
+        counted, messages = await eval_erlang(node, _MESSAGES, timeout=window + 30, bindings={
+            "Pids": [pid], "WindowMs": int(window * 1000)})
+        if counted:
+            processes.append((name, messages / window, server))
+    return _choose(node.name, budget, focus, window, candidates, processes)
 
 
 def _display(module: Atom) -> str:
@@ -164,20 +199,25 @@ def _display(module: Atom) -> str:
     return text.removeprefix("Elixir.") if text.startswith("Elixir.") else f":{text}"
 
 
-async def _focus_modules(node: AsyncNode, focus: str) -> set[str]:
-    """The modules a focus names: a module, or the callback module of a process named
-    (registered name, label or pid)."""
-    found = {focus.strip()}
+async def _focus(node: AsyncNode, focus: str
+                 ) -> tuple[set[str], list[tuple[str, Any, bool]]]:
+    """The modules a focus names (a module, or the callback module of a process it
+    names) and the processes it names (registered name or label), each with whether it
+    runs an OTP server (its state is then recorded too)."""
+    wanted = focus.strip()
+    modules = {wanted}
+    processes = []
     pids = await node.rpc("erlang", "processes", [])
     labels = await fetch_labels(node, pids)
-    for label in labels:
-        if label is None:
+    for pid, label in zip(pids, labels, strict=True):
+        if label is None or wanted not in (label.text, label.registered):
             continue
-        if focus.strip() in (label.text, label.registered):
-            call = label.initial_call.split(".")
-            if len(call) > 1:
-                found.add(".".join(call[:-1]))
-    return found
+        call = label.initial_call.split(".")
+        if len(call) > 1:
+            modules.add(".".join(call[:-1]))
+        processes.append((wanted, pid, label.initial_call.startswith(
+            (":proc_lib", ":gen_server", ":gen_statem")) or len(call) > 1))
+    return modules, processes
 
 
 def _words(text: str) -> set[str]:
@@ -241,13 +281,29 @@ def _under(info: FunctionInfo, by_mfa: dict[str, FunctionInfo], depth: int
 
 
 def _choose(node: str, budget: float, focus: str | None, window: float,
-            candidates: list[_Candidate]) -> Plan:
+            candidates: list[_Candidate],
+            processes: Sequence[tuple[str, float, bool]] = ()) -> Plan:
+    # The processes the focus names come first: their messages (a send and a receive
+    # each) and, for a server, a state change per message handled.
+    left = budget
+    items: list[PlanItem] = []
+    left_out: list[str] = []
+    for name, messages, server in processes:
+        cost = messages * (1.5 if server else 1.0)
+        if cost <= left:
+            include = ("messages", "lifecycle", *(("state",) if server else ()))
+            items.append(PlanItem(
+                module=name, functions=(), level="process", sample_rate=1.0,
+                calls_per_s=round(messages, 1), expected_events_per_s=round(cost, 1),
+                why=("the process the focus names",), kind="process", include=include))
+            left -= cost
+        else:
+            left_out.append(f"the process {name}: {messages:,.0f} messages/s would pass "
+                            "the budget")
     # Most relevant first; among equals the cheaper, so more of them fit.
     ordered = sorted(candidates, key=lambda c: (-c.score, c.cost(set()), c.info.mfa))
-    left = budget
     covered: set[str] = set()
     taken: dict[str, list[tuple[_Candidate, float, float]]] = {}
-    left_out: list[str] = []
     for candidate in ordered:
         if candidate.calls_per_s == 0 and candidate.score < 4:
             continue  # not called while measured, and nothing points at it
@@ -263,7 +319,6 @@ def _choose(node: str, budget: float, focus: str | None, window: float,
         else:
             left_out.append(f"{candidate.info.mfa}: {candidate.calls_per_s:,.0f} calls/s, "
                             f"~{cost:,.0f} events/s would pass the budget")
-    items = []
     for module, chosen in taken.items():
         # One sample rate per module trace, so that the module costs what was planned
         # for it: its functions taken whole, and the share of the one taken sampled.
@@ -286,7 +341,11 @@ def _choose(node: str, budget: float, focus: str | None, window: float,
 
 
 def apply_plan(scope: Scope, made: Plan, *, force: bool = False) -> None:
-    """Starts the plan's traces: one module trace per item, only its functions."""
+    """Starts the plan's traces: one module trace per item, only its functions, and a
+    process trace for each process item."""
     for item in made.items:
-        scope.trace(item.module, cast(Level, item.level), only=list(item.functions),
-                    sample_rate=item.sample_rate, force=force)
+        if item.kind == "process":
+            scope.trace_process(item.module, include=list(item.include), force=force)
+        else:
+            scope.trace(item.module, cast(Level, item.level), only=list(item.functions),
+                        sample_rate=item.sample_rate, force=force)
