@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from elixirscope.analysis.ranges import call_range
 from elixirscope.elixir_format import inspect
-from elixirscope.errors import ETFDecodeError
 from elixirscope.etf import Atom
-from elixirscope.recording.results import Span, payload_value
+from elixirscope.recording.results import Span
+from elixirscope.recording.results import payload_value_or_none as decoded
 from elixirscope.recording.sql import Where
 from elixirscope.term_json import to_json
 from elixirscope.tracing.events import FRAMEWORK
@@ -162,15 +162,6 @@ def framework_spans(rec: RecordingQueries, function: str | None = None,
     return rec.spans_where(where, "s.start_ts, s.span_id", None)
 
 
-def _value(payload: bytes | None) -> Any:
-    if not payload:
-        return None
-    try:
-        return payload_value(payload)
-    except ETFDecodeError:
-        return None
-
-
 def _text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -184,7 +175,7 @@ def _field(value: Any, key: str) -> Any:
 
 
 def _first_arg(span: Span) -> Any:
-    args = _value(span.args_payload)
+    args = decoded(span.args_payload)
     return args[0] if isinstance(args, list) and args else None
 
 
@@ -193,8 +184,8 @@ def _ms(span: Span) -> float | None:
 
 
 def _query(span: Span) -> Query:
-    args = _value(span.args_payload)
-    result = _value(span.result_payload)
+    args = decoded(span.args_payload)
+    result = decoded(span.result_payload)
     sql, params = [*args, None, None][:2] if isinstance(args, list) else (None, None)
 
     def us(key: str) -> float | None:
@@ -236,7 +227,7 @@ def _failure(span: Span | None) -> tuple[str | None, str | None, tuple[str, ...]
     (lib/shop/catalog.ex:93)``) and its whole stack."""
     if span is None or span.outcome != "exception":
         return None, None, ()
-    value = _value(span.result_payload)
+    value = decoded(span.result_payload)
     if not (isinstance(value, tuple) and len(value) >= 2):
         return span.result, None, ()
     kind, reason = value[0], value[1]
@@ -274,10 +265,10 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
         dispatch = next((child for child in children.get(span.span_id, [])
                          if child.function != "query"), None)
         fields = _first_arg(dispatch) if dispatch is not None else None
-        result = _value(span.result_payload)
+        result = decoded(span.result_payload)
         code = _field(result, "status")
         if code is None and dispatch is not None:
-            code = _field(_value(dispatch.result_payload), "status")
+            code = _field(decoded(dispatch.result_payload), "status")
         end = span.end if span.end is not None else float("inf")
         failure = _failure(dispatch) if dispatch is not None and \
             dispatch.outcome == "exception" else _failure(span)
@@ -334,7 +325,7 @@ def waterfall(rec: RecordingQueries, span_id: int, *, max_rows: int = 500
         elif framework and span.depth == root.depth + 1 and _field(_first_arg(span), "route"):
             kind, label = "dispatch", (f"{_short_module(span.module)}.{span.function} "
                                        f"{_text(_field(_first_arg(span), 'route'))}")
-        elif _value(span.args_payload) == _PIPELINE_ARGS:
+        elif decoded(span.args_payload) == _PIPELINE_ARGS:
             kind, label = "pipeline", (f"{_short_module(span.module)}.{span.function} "
                                        "(plug pipeline)")
         elif framework:
@@ -434,7 +425,7 @@ def repeated_queries(rec: RecordingQueries, *, min_runs: int = 3) -> list[QueryS
 
 
 def _handled_name(span: Span) -> str | None:
-    args = _value(span.args_payload)
+    args = decoded(span.args_payload)
     if not isinstance(args, list) or not args:
         return None
     first = args[0]
@@ -497,7 +488,7 @@ def broadcasts(rec: RecordingQueries) -> list[Broadcast]:
     for span in framework_spans(rec):
         if span.module != "Phoenix.PubSub":
             continue
-        args, result = _value(span.args_payload), _value(span.result_payload)
+        args, result = decoded(span.args_payload), decoded(span.result_payload)
         if not (isinstance(args, list) and len(args) == 2):
             continue
         reached = _field(result, "reached")
@@ -522,10 +513,10 @@ def channels(rec: RecordingQueries) -> list[ChannelTopic]:
 
     last_pushed: dict[str, str] = {}  # pid -> the event of its last handle_in
     for span in framework_spans(rec):
-        args = _value(span.args_payload)
+        args = decoded(span.args_payload)
         if (span.module, span.function) == ("Phoenix.Channel.Server", "reply") \
                 and isinstance(args, list) and args:
-            reply = _value(span.result_payload)
+            reply = decoded(span.result_payload)
             status, payload = reply if isinstance(reply, tuple) and len(reply) == 2 \
                 else (reply, None)
             entry(_text(args[0]) or "?")["replies"].append(
@@ -534,9 +525,9 @@ def channels(rec: RecordingQueries) -> list[ChannelTopic]:
         if span.function == "join" and span.arity == 3 and isinstance(args, list) and args:
             topic = entry(_text(args[0]) or "?")
             topic["channel"] = span.module
-            topic["joins"].append((span.pid, span.start, inspect(_value(span.result_payload))))
+            topic["joins"].append((span.pid, span.start, inspect(decoded(span.result_payload))))
         elif span.function == "handle_in" and span.arity == 3 and isinstance(args, list):
-            result = _value(span.result_payload)
+            result = decoded(span.result_payload)
             topic = entry(_text(_field(result, "topic")) or "?")
             topic["channel"] = span.module
             event = _text(args[0]) or "?"

@@ -27,6 +27,16 @@ def payload_value(payload: bytes) -> Any:
     return decode(payload)
 
 
+def payload_value_or_none(payload: bytes | None) -> Any:
+    """The term a payload holds, or None for no payload or damaged bytes."""
+    if not payload:
+        return None
+    try:
+        return decode(payload)
+    except ETFDecodeError:
+        return None
+
+
 def payload_text(payload: bytes, node: str | None) -> str:
     """The payload as Elixir prints it, in full, on one line."""
     try:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from elixirscope.elixir_format import inspect
-from elixirscope.errors import ETFDecodeError, QueryError
+from elixirscope.errors import QueryError
 from elixirscope.etf import Atom
-from elixirscope.recording.results import Span, payload_value
+from elixirscope.recording.results import Span, payload_value_or_none
 from elixirscope.recording.sql import Where
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def waits(rec: RecordingQueries, pid: str | int | None = None, *,
 
 
 def _wait(span: Span, caller: Span | None, last: float | None) -> Wait:
-    args = _value(span.args_payload)
+    args = payload_value_or_none(span.args_payload)
     callee, request = ("?", "?")
     if isinstance(args, list) and len(args) == 4:
         callee, request = (inspect(args[0], local_node=span.node),
@@ -105,7 +105,7 @@ def _outcome(span: Span) -> tuple[str, str | None]:
         return "waiting", None
     if span.outcome == "exit":
         return "caller exited", span.result
-    result = _value(span.result_payload) if span.result_payload else None
+    result = payload_value_or_none(span.result_payload) if span.result_payload else None
     if span.outcome == "return":
         reply = result[1] if isinstance(result, tuple) and len(result) == 2 else result
         return "answered", inspect(reply, local_node=span.node)
@@ -118,12 +118,3 @@ def _outcome(span: Span) -> tuple[str, str | None]:
         shown = reason[0] if isinstance(reason, tuple) and reason else reason
         return "callee exited", inspect(shown, local_node=span.node)
     return "raised", span.result
-
-
-def _value(payload: bytes | None) -> Any:
-    if not payload:
-        return None
-    try:
-        return payload_value(payload)
-    except ETFDecodeError:
-        return None
