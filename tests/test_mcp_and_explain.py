@@ -195,3 +195,46 @@ def test_secrets_are_redacted_in_evidence() -> None:
     cleaned = redact_text(raw)
     assert "hunter2" not in cleaned and "k-123" not in cleaned and "Bearer abc" not in cleaned
     assert 'name: "ann"' in cleaned
+
+
+def test_the_server_over_http_wants_its_token(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    import httpx
+    from mcp.client.streamable_http import streamable_http_client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "elixirscope", "mcp", "--http", "--port",
+                               str(port), "--dir", str(tmp_path)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        token = ""
+        while not token:
+            line = server.stderr.readline()
+            assert line, "the server stopped before printing its token"
+            if "Bearer " in line:
+                token = line.split("Bearer ", 1)[1].strip()
+        url = f"http://127.0.0.1:{port}/mcp"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert httpx.post(url, json={}).status_code == 401
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+
+        async def session() -> str:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(headers=headers) as http, \
+                    Client(streamable_http_client(url, http_client=http)) as client:
+                return text(await client.call_tool("list_recordings", {}))
+
+        assert asyncio.run(session()) == "(nothing)"
+    finally:
+        server.terminate()
+        server.wait(10)
