@@ -2606,7 +2606,7 @@ framework_spec(Spec) ->
                         elide => [{1, '$conn'}, {2, '$opts'}]}]}
                     || {R, P} <- router_pipelines(AppModules)],
             {ok, #{kind => framework, rate => 1.0, want_args => true, timed_ends => true,
-                   events => Events, modules => Modules, patterns => Patterns,
+                   events => Events, patterns => Patterns,
                    flags => case Patterns of [] -> #{}; _ -> #{all => [call]} end,
                    redact => [string:lowercase(to_bin(R))
                               || R <- maps:get(redact, Spec, default_redactions())]}}
@@ -2620,10 +2620,8 @@ default_redactions() ->
 %% (loaded or not: a LiveView is loaded on its first request).
 framework_modules() ->
     Apps = [App || {App, _, _} <- application:which_applications(),
-                   begin
-                       {ok, Deps} = application:get_key(App, applications),
-                       lists:member(phoenix, Deps) orelse lists:member(phoenix_live_view, Deps)
-                   end],
+                   {ok, Deps} <- [application:get_key(App, applications)],
+                   lists:member(phoenix, Deps) orelse lists:member(phoenix_live_view, Deps)],
     lists:usort([M || App <- Apps, {ok, Ms} <- [application:get_key(App, modules)], M <- Ms]).
 
 %% The pipelines of the routers (pipeline :browser compiles to browser/2, exported)

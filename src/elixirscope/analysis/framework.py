@@ -14,6 +14,7 @@ a Phoenix developer thinks in:
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -256,6 +257,7 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
     for span in spans:
         if span.function == "query" and span.arity == 2:
             by_pid[span.pid].append(_query(span))
+    query_starts: dict[str, list[float]] = {}
     found = []
     for span in spans:
         info = _first_arg(span)
@@ -272,8 +274,11 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
         end = span.end if span.end is not None else float("inf")
         failure = _failure(dispatch) if dispatch is not None and \
             dispatch.outcome == "exception" else _failure(span)
-        inside = [query for query in by_pid.get(span.pid, [])
-                  if span.start <= query.start <= end]
+        # Queries in time order per process (the spans come sorted by start).
+        of_pid = by_pid.get(span.pid, [])
+        starts = query_starts.setdefault(span.pid, [query.start for query in of_pid])
+        inside = of_pid[bisect.bisect_left(starts, span.start):
+                        bisect.bisect_right(starts, end)]
         request = Request(
             span_id=span.span_id, pid=span.pid, pid_id=span.pid_id, start=span.start,
             duration_ms=_ms(span),
