@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from elixirscope.analysis.ranges import call_range
@@ -246,6 +246,19 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
     """The HTTP requests, in time order (the ``slowest`` N, slowest first, if given);
     ``route`` matches the route pattern or the path (``*`` as a wildcard), ``status``
     the response status (``5`` for every 5xx)."""
+    found = list(rec.cached("framework.requests", lambda: _all_requests(rec)))
+    if route is not None:
+        pattern = re.compile("^" + ".*".join(map(re.escape, route.split("*"))) + "$")
+        found = [r for r in found if pattern.match(r.route or "") or pattern.match(r.path)]
+    if status is not None:
+        found = [r for r in found if r.status is not None and
+                 (r.status == status or (status < 10 and r.status // 100 == status))]
+    if slowest is not None:
+        found = sorted(found, key=lambda r: -(r.duration_ms or float("inf")))[:slowest]
+    return found
+
+
+def _all_requests(rec: RecordingQueries) -> list[Request]:
     if not has_framework_spans(rec):
         return []
     spans = framework_spans(rec)
@@ -257,12 +270,13 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
     for span in spans:
         if span.function == "query" and span.arity == 2:
             by_pid[span.pid].append(_query(span))
-    query_starts: dict[str, list[float]] = {}
+    query_starts = {pid: [query.start for query in queries] for pid, queries in by_pid.items()}
     found = []
     for span in spans:
+        if span.function != "call" or span.arity != 2:
+            continue
         info = _first_arg(span)
-        if not (span.function == "call" and span.arity == 2 and isinstance(info, dict)
-                and Atom("method") in info):
+        if not (isinstance(info, dict) and Atom("method") in info):
             continue
         dispatch = next((child for child in children.get(span.span_id, [])
                          if child.function != "query"), None)
@@ -276,7 +290,7 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
             dispatch.outcome == "exception" else _failure(span)
         # Queries in time order per process (the spans come sorted by start).
         of_pid = by_pid.get(span.pid, [])
-        starts = query_starts.setdefault(span.pid, [query.start for query in of_pid])
+        starts = query_starts.get(span.pid, [])
         inside = of_pid[bisect.bisect_left(starts, span.start):
                         bisect.bisect_right(starts, end)]
         request = Request(
@@ -291,17 +305,9 @@ def requests(rec: RecordingQueries, *, route: str | None = None, status: int | N
             exception=failure[0], raised_in=failure[1], stack=failure[2],
             queries=[])
         label = request.label
-        request.queries.extend(Query(**{**asdict(q), "request_span_id": span.span_id,
-                                        "request": label}) for q in inside)
+        request.queries.extend(replace(q, request_span_id=span.span_id, request=label)
+                               for q in inside)
         found.append(request)
-    if route is not None:
-        pattern = re.compile("^" + ".*".join(map(re.escape, route.split("*"))) + "$")
-        found = [r for r in found if pattern.match(r.route or "") or pattern.match(r.path)]
-    if status is not None:
-        found = [r for r in found if r.status is not None and
-                 (r.status == status or (status < 10 and r.status // 100 == status))]
-    if slowest is not None:
-        found = sorted(found, key=lambda r: -(r.duration_ms or float("inf")))[:slowest]
     return found
 
 
@@ -378,6 +384,13 @@ def _context(span: Span, around: list[Span]) -> str | None:
 def queries(rec: RecordingQueries, *, slowest: int | None = None) -> list[Query]:
     """Every Ecto query, in time order, with the request (or the LiveView or channel
     callback) it ran in (the ``slowest`` N, slowest first, if given)."""
+    found = list(rec.cached("framework.queries", lambda: _all_queries(rec)))
+    if slowest is not None:
+        found = sorted(found, key=lambda q: -(q.duration_ms or 0.0))[:slowest]
+    return found
+
+
+def _all_queries(rec: RecordingQueries) -> list[Query]:
     inside = {query.span_id: query for request in requests(rec) for query in request.queries}
     spans = framework_spans(rec) if inside or has_framework_spans(rec) else []
     by_pid: dict[str, list[Span]] = defaultdict(list)
@@ -392,10 +405,8 @@ def queries(rec: RecordingQueries, *, slowest: int | None = None) -> list[Query]
             query = _query(span)
             context = _context(span, by_pid[span.pid])
             if context is not None:
-                query = Query(**{**asdict(query), "request": context})
+                query = replace(query, request=context)
         found.append(query)
-    if slowest is not None:
-        found = sorted(found, key=lambda q: -(q.duration_ms or 0.0))[:slowest]
     return found
 
 

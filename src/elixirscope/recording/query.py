@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 import duckdb
 
@@ -67,6 +67,7 @@ __all__ = ["QueryError", "RecordingQueries", "open_store"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 _Q = TypeVar("_Q", bound="RecordingQueries")
 
 # Letter runs that inspect() prints around a term's own data (#PID<...>,
@@ -111,6 +112,10 @@ def reads(method: Callable[Concatenate[_Q, _P], _R]) -> Callable[Concatenate[_Q,
         with store.reading(self.path):
             return method(self, *args, **kwargs)
     return wrapper
+
+
+# Past this many payloads to read, a join does it faster than a literal IN list.
+_JOIN_PAYLOADS = 5_000
 
 
 @dataclass(frozen=True)
@@ -451,6 +456,12 @@ class RecordingQueries:
         wanted = sorted({seq for seq in seqs if seq is not None})
         if not wanted:
             return {}
+        if len(wanted) > _JOIN_PAYLOADS:
+            # Many: one hash join over the events beats planning a huge literal list.
+            rows = self.con.execute(
+                "SELECT e.seq, e.payload FROM events e JOIN "
+                "(SELECT unnest(?::BIGINT[]) AS seq) w USING (seq)", [wanted])
+            return {seq: bytes(payload) for seq, payload in rows.fetchall()}
         # One placeholder per seq: a literal IN list can use the index on seq that
         # finalize builds; IN (SELECT unnest(...)) reads every payload.
         marks = ", ".join("?" * len(wanted))
@@ -744,6 +755,14 @@ class RecordingQueries:
         ``parse_field_path`` for the text form), each with the transition and
         message that made it."""
         return self._time_travel.field_history(pid, path)
+
+    def cached(self, key: str, compute: Callable[[], _T]) -> _T:
+        """``compute()``, once per open recording: for analyses that several detectors
+        and views read (a finished recording does not change while it is open)."""
+        memo: dict[str, Any] = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            memo[key] = compute()
+        return cast(_T, memo[key])
 
     def scalar(self, sql: str) -> Any:
         row = self.con.execute(sql).fetchone()
