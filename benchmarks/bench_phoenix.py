@@ -73,10 +73,18 @@ def main() -> None:
                 runs["traced --phoenix"] = load(shop.url, SECONDS)
                 recorder.stop()
                 with open_recording(path) as rec:
-                    requests = len(rec.requests())
-                    queries = len(rec.queries())
+                    began = time.perf_counter()
                     events, payload = rec.con.execute(
                         "SELECT count(*), sum(octet_length(payload)) FROM events").fetchone()
+                    scan = time.perf_counter() - began
+                    began = time.perf_counter()
+                    requests = len(rec.requests())
+                    queries = len(rec.queries())
+                    viewed = time.perf_counter() - began
+                    began = time.perf_counter()
+                    titles = [f.title for f in rec.findings(refresh=True)]
+                    findings = len(titles)
+                    diagnosed = time.perf_counter() - began
                 size = path.stat().st_size
             runs["untraced 2"] = load(shop.url, SECONDS)
     except PhoenixUnavailable as exc:
@@ -99,6 +107,10 @@ def main() -> None:
     print(f"  recorded {requests:,} requests, {queries:,} queries, {events:,} events: "
           f"{(payload + 30 * events) / max(requests, 1):,.0f} bytes per request on the wire "
           f"(payload + header), {size / max(requests, 1):,.0f} bytes per request in the file")
+    print(f"  the requests and queries views: {viewed:.2f} s, then diagnose ({findings} "
+          f"findings): {diagnosed:.2f} s; one SQL pass over the events: {scan:.3f} s")
+    for title in titles[:5]:
+        print(f"    finding: {title[:160]}")
 
 
 if __name__ == "__main__":

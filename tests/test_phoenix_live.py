@@ -352,3 +352,33 @@ def test_analyze_recognizes_the_phoenix_layers(node: elixirscope.Node) -> None:
     assert "Ecto repo" in kinds["Shop.Repo"]
     assert "Ecto schema" in kinds["Shop.Product"]
     assert "GenServer" in kinds["Shop.PriceUpdater"]
+
+
+def test_a_healthy_shop_has_no_findings(shop: ShopNode, node: elixirscope.Node,
+                                        tmp_path: Path) -> None:
+    faults = [Atom("n_plus_one"), Atom("slow_search"), Atom("slow_checkout")]
+    for fault in faults:
+        node.rpc("Elixir.Shop.Faults", "disable", [fault])
+    path = tmp_path / "healthy.duckdb"
+
+    def drive() -> None:
+        deadline = time.monotonic() + 3
+        with HttpClient(shop.url) as http:
+            i = 0
+            while time.monotonic() < deadline:
+                for route in ("/api/products", f"/api/products/{1 + i % 12}",
+                              "/api/search?q=1"):
+                    assert http.get(route)[0] == 200
+                i += 1
+        with LiveViewSession(shop.url, "/cart") as live:
+            live.event("add", {"id": "2"})
+            live.event("checkout", {})
+
+    try:
+        record(shop, path, drive)
+    finally:
+        for fault in faults:
+            node.rpc("Elixir.Shop.Faults", "enable", [fault])
+    with open_recording(path) as rec:
+        assert len(rec.requests()) > 100
+        assert [f.title for f in rec.findings()] == []

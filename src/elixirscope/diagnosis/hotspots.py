@@ -1,6 +1,7 @@
 """Busy processes and hot functions: a process that spent most of the recording running
 one function's own code (own time: the time in the function minus the traced calls it
-made). Waiting is not running: calls to other processes and sleeps are left out.
+made). Waiting is not running: calls to other processes and sleeps are left out, and so are
+the framework layer's spans (read from telemetry, they time waits as well).
 
 A process is busy when its own time in traced code is at least ``BUSY_SHARE`` of the
 recording and ``MIN_BUSY`` seconds, and, where process metrics were sampled, they saw it
@@ -19,6 +20,7 @@ from elixirscope.analysis.call_stats import call_stats
 from elixirscope.analysis.results import FunctionStats
 from elixirscope.diagnosis.finding import Evidence, Finding
 from elixirscope.recording.results import duration_text
+from elixirscope.tracing.events import FRAMEWORK
 
 if TYPE_CHECKING:
     from elixirscope.recording.query import RecordingQueries
@@ -38,9 +40,15 @@ def detect(rec: RecordingQueries) -> list[Finding]:
     duration = max(ends, default=0.0)
     if duration <= 0:
         return []
+    # The framework layer's spans (requests, queries, LiveView callbacks) are read from
+    # telemetry: their time is elapsed time, waiting on the database or the client
+    # included, not evidence of running.
+    waiting = WAITING | {tuple(row) for row in rec.con.execute(
+        "SELECT DISTINCT f.module, f.function, f.arity FROM events e JOIN functions f "
+        f"USING (mfa_id) WHERE e.kind = 1 AND e.flags & {FRAMEWORK} != 0").fetchall()}
     per_process: dict[str, list[FunctionStats]] = defaultdict(list)
     for stats in call_stats(rec, None, None, None, None, None, "own", None, "process"):
-        if (stats.module, stats.function, stats.arity) not in WAITING and stats.pid:
+        if (stats.module, stats.function, stats.arity) not in waiting and stats.pid:
             per_process[stats.pid].append(stats)
     sampled = metrics.recorded(rec)
     found = []
