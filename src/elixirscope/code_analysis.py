@@ -42,6 +42,7 @@ __all__ = ["CodeAnalysis", "FunctionInfo", "ModuleInfo", "Risk", "SourceError",
 
 ANALYZER = "elixirscope_analyzer"
 SOURCE_ANALYZER = "elixirscope_source_analyzer.exs"
+# Applications whose processes and modules are the runtime's, not the system's own.
 RUNTIME_APPS = frozenset({"kernel", "stdlib", "compiler", "runtime_tools", "sasl", "erts",
                           "elixir", "logger", "iex", "mix", "crypto", "os_mon", "eex",
                           "public_key", "asn1", "ssl", "inets", "syntax_tools", "tools",

@@ -12,14 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from elixirscope.beam_names import module_atom, module_display
+from elixirscope.code_analysis import RUNTIME_APPS
 from elixirscope.dist.async_node import AsyncNode
 from elixirscope.etf import Pid
 from elixirscope.process_labels import fetch_labels
 from elixirscope.remote_eval import eval_erlang
-
-# Applications whose processes and modules are the runtime's, not the system's own.
-RUNTIME_APPS = frozenset({"kernel", "stdlib", "compiler", "runtime_tools", "sasl", "erts",
-                          "elixir", "logger", "iex", "mix", "crypto", "os_mon"})
 
 # Reductions per second past which a process's modules are traced global-only (a
 # process doing this much work calls local functions hundreds of thousands of times a

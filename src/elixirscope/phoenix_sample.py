@@ -17,13 +17,12 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from elixirscope.postgres_cluster import PostgresCluster
+from elixirscope.postgres_cluster import PostgresCluster, free_loopback_port
 from elixirscope.sample_nodes import (
     BeamNode,
     SampleCompileError,
@@ -156,12 +155,6 @@ def _build(app_dir: Path, deps: Path | None, staging: Path) -> None:
     _mix(["compile"], app, env, "Compiling the shop sample")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _elixir_keyword(options: dict[str, object]) -> str:
     parts = []
     for key, value in options.items():
@@ -179,7 +172,7 @@ def start_shop(db: PostgresCluster, *, faults: bool = False, price_tick_ms: int 
     ``price_tick_ms`` makes its background job change a price that often.
     """
     ebins = build_shop()
-    port = _free_port()
+    port = free_loopback_port()
     start = (f":ok = Shop.start(port: {port}, db: {_elixir_keyword(db.connect_options)}, "
              f"faults: {'true' if faults else 'false'}, price_tick_ms: {int(price_tick_ms)})")
     node = launch_node("elixir", app="shop", name_prefix=name_prefix, cookie=cookie,

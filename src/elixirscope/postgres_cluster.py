@@ -27,7 +27,8 @@ from pathlib import Path
 
 from elixirscope.errors import ElixirScopeError
 
-__all__ = ["PostgresCluster", "PostgresUnavailable", "find_postgres_bin", "postgres_cluster"]
+__all__ = ["PostgresCluster", "PostgresUnavailable", "find_postgres_bin", "free_loopback_port",
+           "postgres_cluster"]
 
 _START_TIMEOUT = 60.0
 
@@ -61,7 +62,8 @@ def find_postgres_bin() -> Path | None:
     return Path(initdb).resolve().parent if initdb else None
 
 
-def _free_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -105,7 +107,7 @@ def postgres_cluster(database: str = "shop") -> Iterator[PostgresCluster]:
         for path in (root, sockets):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     user = owner or pwd.getpwuid(os.geteuid()).pw_name
-    port = _free_port()
+    port = free_loopback_port()
     started = False
     try:
         _run(_as_owner([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user,
